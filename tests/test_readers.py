@@ -1,0 +1,272 @@
+"""Dataset readers: real layouts from ../shared/data and edge cases built in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saliqa.data import ImageTable, open_dataset, read_folder, read_manifest, read_mit67
+from saliqa.data.readers import COLUMNS
+from saliqa.errors import ConfigError, DatasetError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MIT67 = SHARED / "mit67"
+SCENE15_TRAIN = SHARED / "scene15_indoor" / "train"
+
+needs_mit67 = pytest.mark.skipif(not MIT67.is_dir(), reason=f"test data {MIT67} is absent")
+needs_scene15 = pytest.mark.skipif(not SCENE15_TRAIN.is_dir(), reason=f"test data {SCENE15_TRAIN} is absent")
+
+
+def touch(path: Path, content: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def check_contract(table: ImageTable) -> None:
+    """Invariants every reader must keep, whatever the dataset."""
+    frame = table.frame
+    assert tuple(frame.columns) == COLUMNS
+    assert frame["image_id"].is_unique
+    assert list(frame["image_id"]) == sorted(frame["image_id"])
+    assert frame["present"].dtype == bool
+    assert all(Path(p).is_absolute() for p in frame["path"])
+    assert all(s is None or isinstance(s, str) for s in frame["source_split"])
+    assert table.n_missing == int((~frame["present"]).sum())
+    assert list(table.labels) == sorted(set(frame["label"]))
+    assert "\n" not in table.summary()
+
+
+# --- real data -------------------------------------------------------------------------------------
+
+
+@needs_scene15
+def test_scene15_train_counts() -> None:
+    table = read_folder(SCENE15_TRAIN)
+    check_contract(table)
+    assert table.labels == ("bedroom", "industrial", "kitchen", "livingroom", "office", "store")
+    assert len(table) == 600
+    assert table.frame.groupby("label").size().tolist() == [100] * 6
+    assert table.n_missing == 0
+    assert table.frame["source_split"].isna().all()
+    first = table.frame.iloc[0]
+    assert first["image_id"] == f"{first['label']}/{Path(first['path']).name}"
+    assert table.source == f"folder:{SCENE15_TRAIN}"
+
+
+def _mit67_lists() -> dict[str, set[str]]:
+    return {
+        split: {line.strip() for line in (MIT67 / name).read_text().splitlines() if line.strip()}
+        for name, split in (("TrainImages.txt", "train"), ("TestImages.txt", "test"))
+    }
+
+
+@needs_mit67
+def test_mit67_counts_splits_and_missing_note() -> None:
+    table = read_mit67(MIT67)
+    check_contract(table)
+    frame = table.frame
+    lists = _mit67_lists()
+    listed = lists["train"] | lists["test"]
+    assert len(lists["train"]) == 5360 and len(lists["test"]) == 1340 and len(listed) == 6700
+
+    present = set(frame.loc[frame["present"], "image_id"])
+    assert len(present) == 20
+    assert len(table.labels) == 67
+    assert set(frame["image_id"]) == listed | present
+    assert table.n_missing == len(listed) - len(present & listed)
+
+    for split, names in lists.items():
+        rows = frame[frame["source_split"] == split]
+        assert set(rows["image_id"]) == names
+        filename = "TrainImages.txt" if split == "train" else "TestImages.txt"
+        n_missing = len(names - present)
+        assert f"{n_missing} files listed in {filename} are missing" in table.notes
+    unlisted = frame[frame["source_split"].isna()]
+    assert set(unlisted["image_id"]) == present - listed
+    assert unlisted["present"].all()
+    # labels come from the folder part of the id
+    assert (frame["label"] == frame["image_id"].str.split("/").str[0]).all()
+    assert all(p.startswith(str(MIT67 / "Images")) for p in frame["path"])
+
+
+@needs_mit67
+def test_mit67_listed_only() -> None:
+    table = read_mit67(MIT67, listed_only=True)
+    check_contract(table)
+    assert len(table) == 6700
+    assert table.frame["source_split"].notna().all()
+    assert table.n_missing == read_mit67(MIT67).n_missing
+    assert open_dataset("mit67", MIT67, listed_only=True).frame.equals(table.frame)
+
+
+# --- folder trees ---------------------------------------------------------------------------------
+
+
+def test_folder_skips_hidden_non_images_and_root_files(tmp_path: Path) -> None:
+    touch(tmp_path / "cats" / "a.jpg")
+    touch(tmp_path / "cats" / "B.JPEG")
+    touch(tmp_path / "cats" / "deep" / "er" / "c.png")
+    touch(tmp_path / "cats" / ".hidden.jpg")
+    touch(tmp_path / "cats" / ".cache" / "d.jpg")
+    touch(tmp_path / "cats" / "notes.txt")
+    touch(tmp_path / "dogs" / "x.WebP")
+    touch(tmp_path / "dogs" / "Thumbs.db")
+    touch(tmp_path / ".git" / "e.jpg")
+    touch(tmp_path / "README.md")
+    touch(tmp_path / "stray.jpg")
+    (tmp_path / "empty_class").mkdir()
+
+    table = read_folder(tmp_path)
+    check_contract(table)
+    assert list(table.frame["image_id"]) == ["cats/B.JPEG", "cats/a.jpg", "cats/deep/er/c.png", "dogs/x.WebP"]
+    assert list(table.frame["label"]) == ["cats", "cats", "cats", "dogs"]
+    assert table.frame["present"].all()
+    assert table.frame["path"].iloc[2] == str(tmp_path / "cats" / "deep" / "er" / "c.png")
+    assert "2 files directly in the dataset root ignored (not in a class folder)" in table.notes
+    assert "2 non-image files ignored" in table.notes
+    assert "3 hidden files or folders skipped" in table.notes
+    assert "1 class folder without images" in table.notes
+    assert table.summary().startswith(f"folder:{tmp_path}: 4 images in 2 classes")
+
+
+def test_folder_broken_link_is_recorded_not_raised(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "ok.jpg")
+    (tmp_path / "a" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    table = read_folder(tmp_path)
+    assert dict(zip(table.frame["image_id"], table.frame["present"], strict=True)) == {
+        "a/gone.jpg": False,
+        "a/ok.jpg": True,
+    }
+    assert table.n_missing == 1
+
+
+def test_folder_without_class_folders_raises(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no class folders"):
+        read_folder(tmp_path)
+    touch(tmp_path / "loose.jpg")
+    with pytest.raises(DatasetError, match="no class folders"):
+        read_folder(tmp_path)
+
+
+def test_missing_root_raises_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(DatasetError, match=str(missing)):
+        read_folder(missing)
+    with pytest.raises(DatasetError, match=str(missing)):
+        read_mit67(missing)
+    file_root = touch(tmp_path / "file.jpg")
+    with pytest.raises(DatasetError, match="not a directory"):
+        read_folder(file_root)
+
+
+# --- MIT67-shaped trees ----------------------------------------------------------------------------
+
+
+def test_mit67_tolerates_crlf_blank_lines_and_spaces(tmp_path: Path) -> None:
+    touch(tmp_path / "Images" / "kitchen" / "a.jpg")
+    touch(tmp_path / "Images" / "kitchen" / "b.jpg")
+    touch(tmp_path / "Images" / "bar" / "c.jpg")
+    (tmp_path / "TrainImages.txt").write_bytes(b"kitchen/a.jpg\r\n\r\n  bar/c.jpg  \r\nbar/gone.jpg\r\n")
+    (tmp_path / "TestImages.txt").write_bytes(b"\nkitchen/absent.jpg\n\n")
+
+    table = read_mit67(tmp_path)
+    check_contract(table)
+    splits = dict(zip(table.frame["image_id"], table.frame["source_split"], strict=True))
+    assert splits == {
+        "bar/c.jpg": "train",
+        "bar/gone.jpg": "train",
+        "kitchen/a.jpg": "train",
+        "kitchen/absent.jpg": "test",
+        "kitchen/b.jpg": None,
+    }
+    assert "1 files listed in TrainImages.txt are missing" in table.notes
+    assert "1 files listed in TestImages.txt are missing" in table.notes
+    assert table.n_missing == 2
+    assert table.source == f"mit67:{tmp_path}"
+
+    listed = read_mit67(tmp_path, listed_only=True)
+    assert "kitchen/b.jpg" not in set(listed.frame["image_id"])
+    assert len(listed) == 4
+
+
+def test_mit67_without_lists_and_without_images(tmp_path: Path) -> None:
+    touch(tmp_path / "Images" / "bar" / "c.jpg")
+    table = read_mit67(tmp_path)
+    assert len(table) == 1 and table.frame["source_split"].iloc[0] is None
+    assert any("TrainImages.txt not found" in note for note in table.notes)
+    with pytest.raises(DatasetError, match="pass its parent"):
+        read_mit67(tmp_path / "Images")
+    (tmp_path / "Images" / "bar" / "c.jpg").unlink()
+    (tmp_path / "Images" / "bar").rmdir()
+    with pytest.raises(DatasetError, match="no class folders"):
+        read_mit67(tmp_path)
+
+
+# --- manifests -------------------------------------------------------------------------------------
+
+
+def test_manifest_relative_absolute_missing_and_split(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    touch(data / "imgs" / "a.jpg")
+    outside = touch(tmp_path / "elsewhere" / "b.png")
+    manifest = data / "list.csv"
+    manifest.write_text(
+        "path,label,split\n"
+        "imgs/a.jpg,cat,train\n"
+        f"{outside},dog,\n"
+        "./imgs\\missing.jpg,dog,test\n"
+    )
+    table = read_manifest(manifest)
+    check_contract(table)
+    rows = table.frame.set_index("image_id")
+    assert set(rows.index) == {"imgs/a.jpg", str(outside), "imgs/missing.jpg"}
+    assert rows.loc["imgs/a.jpg", "path"] == str(data / "imgs" / "a.jpg")
+    assert rows.loc[str(outside), "path"] == str(outside)
+    assert rows.loc["imgs/missing.jpg", "path"] == str(data / "imgs" / "missing.jpg")
+    assert rows["present"].to_dict() == {"imgs/a.jpg": True, str(outside): True, "imgs/missing.jpg": False}
+    assert rows["source_split"].to_dict() == {
+        "imgs/a.jpg": "train",
+        str(outside): None,
+        "imgs/missing.jpg": "test",
+    }
+    assert "1 files listed in list.csv are missing" in table.notes
+    assert table.source == f"manifest:{manifest}"
+    assert open_dataset("manifest", manifest).frame.equals(table.frame)
+
+
+def test_manifest_split_column_is_optional(tmp_path: Path) -> None:
+    touch(tmp_path / "a.jpg")
+    (tmp_path / "m.csv").write_text("label,path\ncat,a.jpg\n\n")
+    table = read_manifest(tmp_path / "m.csv")
+    assert list(table.frame["label"]) == ["cat"]
+    assert table.frame["source_split"].iloc[0] is None
+    assert table.n_missing == 0
+
+
+@pytest.mark.parametrize("header", ["file,label", "path,class", "", "a.jpg,cat"])
+def test_manifest_bad_header_raises(tmp_path: Path, header: str) -> None:
+    (tmp_path / "m.csv").write_text(f"{header}\na.jpg,cat\n" if header else "")
+    with pytest.raises(DatasetError, match="header 'path,label'"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_manifest_duplicates_raise_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,label\nx/a.jpg,cat\nx\\a.jpg,dog\n")
+    with pytest.raises(DatasetError, match="duplicate path 'x/a.jpg'"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_manifest_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=str(tmp_path / "none.csv")):
+        read_manifest(tmp_path / "none.csv")
+
+
+def test_open_dataset_dispatch_and_bad_options(tmp_path: Path) -> None:
+    touch(tmp_path / "c" / "a.jpg")
+    assert open_dataset("folder", tmp_path).frame.equals(read_folder(tmp_path).frame)
+    with pytest.raises(ConfigError, match="Unknown dataset kind"):
+        open_dataset("zip", tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="listed_only"):
+        open_dataset("folder", tmp_path, listed_only=True)

@@ -199,7 +199,7 @@ class PIQE(QualityModel):
         patch = torch.where(result.activity, patch, torch.full_like(patch, float("nan")))
         return QualityOutput(
             score=result.score,
-            quality=100.0 - result.score,
+            quality=torch.clamp(100.0 - result.score, 0.0, 100.0),  # D_k > 1 can push PIQE past 100
             category=piqe_category(result.score),
             patch_map=patch.to(torch.float32),
             grid=result.grid,

@@ -1,0 +1,65 @@
+"""saliqa: when an image is distorted, does a classifier lose its way where a quality judge sees the damage?
+
+The Python API mirrors the CLI::
+
+    import saliqa
+    image = saliqa.read_image("photo.jpg")                  # (H, W, 3) uint8 RGB, or ImageRejected
+    model = saliqa.load_quality_model("piqe")               # a QualityModel
+    out = model(saliqa.to_batch([image]))                   # score, quality, category, patch map
+    ratings = saliqa.rate(["photos/"], out="rated")         # ratings.parquet + quality_maps/
+    saliqa.run_pipeline(saliqa.load_config("run.toml"), "runs/mine")
+"""
+
+from saliqa.api import collect_images, iter_ratings, rate
+from saliqa.config import RunConfig, load_config
+from saliqa.data.readers import ImageTable, open_dataset, read_folder, read_manifest, read_mit67
+from saliqa.data.split import quality_split
+from saliqa.errors import (
+    ConfigError,
+    DatasetError,
+    ImageRejected,
+    SaliqaError,
+    UnknownModelError,
+    WeightsNotFoundError,
+)
+from saliqa.images import DecodePolicy, decode_image, read_image, to_batch, to_tensor
+from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
+from saliqa.iqa.categories import CATEGORIES
+from saliqa.iqa.registry import load_quality_model, quality_model_names
+from saliqa.pipeline.mapstore import MapStore
+from saliqa.pipeline.run import run_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATEGORIES",
+    "ConfigError",
+    "DatasetError",
+    "DecodePolicy",
+    "ImageRejected",
+    "ImageTable",
+    "MapStore",
+    "PatchGrid",
+    "QualityModel",
+    "QualityOutput",
+    "RunConfig",
+    "SaliqaError",
+    "UnknownModelError",
+    "WeightsNotFoundError",
+    "collect_images",
+    "decode_image",
+    "iter_ratings",
+    "load_config",
+    "load_quality_model",
+    "open_dataset",
+    "quality_model_names",
+    "quality_split",
+    "rate",
+    "read_folder",
+    "read_image",
+    "read_manifest",
+    "read_mit67",
+    "run_pipeline",
+    "to_batch",
+    "to_tensor",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from saliqa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""The Python API: the same operations as the CLI, as plain functions.
+
+>>> import saliqa
+>>> image = saliqa.read_image("photo.jpg")                     # (H, W, 3) uint8 RGB
+>>> model = saliqa.load_quality_model("piqe")
+>>> out = model(saliqa.to_batch([image]))                       # score, quality, category, patch map
+>>> table = saliqa.rate(["photos/"], iqa="piqe", out="rated")  # ratings.parquet + quality_maps/
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from saliqa.config import config_from_dict
+from saliqa.data.readers import COLUMNS, IMAGE_EXTENSIONS, ImageTable
+from saliqa.errors import DatasetError
+from saliqa.images import DecodePolicy
+from saliqa.iqa.registry import load_quality_model
+from saliqa.pipeline.rate import Rated, rate_records, ratings_frame
+from saliqa.pipeline.run import stage_rate
+from saliqa.pipeline.rundir import RunDir
+
+PathLike = str | os.PathLike[str]
+
+
+def collect_images(paths: Sequence[PathLike]) -> ImageTable:
+    """Image files named by ``paths`` (files, or folders searched recursively), labelled by parent folder.
+
+    ``image_id`` is the path as given (POSIX form). A path that does not exist is a bad argument.
+    """
+    rows = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )  # fmt: skip
+        elif path.exists():
+            found = [path]
+        else:
+            raise DatasetError(f"no such file or folder: {given}")
+        rows += [(p.as_posix(), str(p.resolve()), p.parent.name or ".", None, True) for p in found]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)).drop_duplicates("image_id")
+    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    return ImageTable(frame.astype({"present": bool}), source="paths", notes=())
+
+
+def iter_ratings(
+    paths: Sequence[PathLike] | ImageTable,
+    *,
+    iqa: str = "piqe",
+    device: str = "auto",
+    batch_size: int = 16,
+    workers: int = 2,
+    policy: DecodePolicy | None = None,
+) -> Iterator[Rated]:
+    """Rate images one by one as they are done (rows and patch maps), without writing anything."""
+    table = paths if isinstance(paths, ImageTable) else collect_images(paths)
+    model = load_quality_model(iqa, device=device)
+    yield from rate_records(table.frame, model, policy=policy, batch_size=batch_size, workers=workers)
+
+
+def rate(
+    paths: Sequence[PathLike] | ImageTable,
+    *,
+    iqa: str = "piqe",
+    out: PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Rate images and return the ratings table (columns of ``ratings.parquet``).
+
+    With ``out``, also write ``ratings.parquet``, the patch maps (``quality_maps/``, read them with
+    :class:`saliqa.MapStore`) and the figures there, resumable and skipped when already up to date.
+    """
+    table = paths if isinstance(paths, ImageTable) else collect_images(paths)
+    if out is None:
+        rated = iter_ratings(table, iqa=iqa, device=device, batch_size=batch_size, workers=workers)
+        return ratings_frame([r.row for r in rated])
+    config = config_from_dict(
+        {"rate": {"iqa": iqa, "device": device, "batch_size": batch_size, "workers": workers}}
+    )
+    run = RunDir(out)
+    stage_rate(config, run, table, progress)
+    return pd.read_parquet(run.path("ratings.parquet"))

@@ -1,0 +1,140 @@
+"""The ``saliqa`` command line: parse arguments, call the API, show progress. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from saliqa.errors import SaliqaError
+
+app = typer.Typer(
+    name="saliqa",
+    help="Quality maps vs attribution maps under distortion: rate, split, train, evaluate, explain, report.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"saliqa {version('saliqa')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory; default: runs/<config name>.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run every stage that is not up to date (resumes a killed run)."""
+    from saliqa.config import load_config
+    from saliqa.pipeline.run import run_pipeline
+
+    resolved = load_config(config)
+    out = out or Path("runs") / (config.stem if config else "demo")
+    for result in run_pipeline(resolved, out, progress=not quiet):
+        state = f"done in {result.seconds:.1f} s" if result.ran else "up to date, skipped"
+        typer.echo(f"{result.name}: {state}", err=True)
+        for message in result.messages:
+            typer.echo(f"  {message}", err=True)
+    typer.echo(f"run directory: {out}", err=True)
+
+
+def _json_row(row: dict[str, Any]) -> str:
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    return json.dumps(clean, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+@app.command()
+def rate(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    iqa: Annotated[str, typer.Option(help="Quality model.")] = "piqe",
+    out: Annotated[Path | None, typer.Option(help="Write ratings.parquet, quality_maps/ and figures here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images of equal size rated together.")] = 16,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding threads.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Rate image files with a no-reference quality model."""
+    from saliqa.api import collect_images, iter_ratings
+    from saliqa.api import rate as rate_images
+    from saliqa.config import config_from_dict
+    from saliqa.progress import progress_bar
+
+    config_from_dict({"rate": {"iqa": iqa, "device": device}}, origin="(command line)")
+    table = collect_images(paths)
+    if out is not None:
+        ratings = rate_images(
+            table, iqa=iqa, out=out, device=device, batch_size=batch_size, workers=workers, progress=not quiet
+        )
+        rows = ratings.to_dict("records")
+    else:
+        rows = []
+        with progress_bar(f"rate ({iqa})", total=len(table), enabled=not quiet) as bar:
+            for rated in iter_ratings(table, iqa=iqa, device=device, batch_size=batch_size, workers=workers):
+                bar.advance()
+                if as_json:
+                    typer.echo(_json_row(rated.row))
+                else:
+                    rows.append(rated.row)
+        if as_json:
+            return
+    if as_json:
+        for row in rows:
+            typer.echo(_json_row(row))
+        return
+    for row in rows:
+        score = "" if row["status"] != "ok" else f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}"
+        typer.echo(f"{row['image_id']}\t{row['status']}\t{score or row['reason']}")
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Argument(help="A config to validate; default: the demo.")] = None,
+) -> None:
+    """Print a run config with every default filled in (a starting point for your own)."""
+    from saliqa.config import dump_config, load_config
+
+    typer.echo(dump_config(load_config(config)), nl=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: errors end with one line on stderr and a non-zero status (2 for bad usage)."""
+    try:
+        code = app(args=argv, prog_name="saliqa", standalone_mode=False)
+    except typer.TyperException as error:  # bad usage: unknown option, missing argument, bad value
+        print(f"saliqa: error: {error.format_message()}", file=sys.stderr)
+        return error.exit_code or 2
+    except SaliqaError as error:
+        print(f"saliqa: error: {error}", file=sys.stderr)
+        return 1
+    except (typer.Abort, KeyboardInterrupt):
+        print("saliqa: interrupted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

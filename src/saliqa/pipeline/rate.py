@@ -1,0 +1,223 @@
+"""Stage rate: every image gets a quality score, a category and a patch map.
+
+Decoding runs in a small thread pool ahead of the model (Pillow releases the GIL while decoding); images of
+equal size are rated in one batch. Work is cut into shards of images sorted by ``image_id``: each finished
+shard is on disk (its rows and its maps), so a killed run resumes at the first unfinished shard and ends with
+the same table as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from saliqa.errors import ImageRejected
+from saliqa.images import DecodedImage, DecodePolicy, decode_image, to_batch
+from saliqa.iqa.base import PatchGrid, QualityModel
+from saliqa.pipeline.artifacts import write_table, write_text
+from saliqa.pipeline.mapstore import write_map_shard
+from saliqa.progress import progress_bar
+
+RATING_COLUMNS: tuple[str, ...] = (
+    "image_id", "path", "label", "width", "height", "status", "reason", "iqa", "score", "quality", "category",
+)  # fmt: skip
+"""Columns of ``ratings.parquet``. ``status`` is ok, missing, rejected or failed; ``reason`` says why (or
+notes what was done to an ok image, e.g. a downscale)."""
+
+RATINGS_FILE = "ratings.parquet"
+MAPS_DIR = "quality_maps"
+_PARTS_DIR = "ratings.parts"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Rated:
+    """One image's rating row, and its patch map when it was rated."""
+
+    row: dict[str, Any]
+    patch_map: np.ndarray | None = None
+    grid: PatchGrid | None = None
+
+
+def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:
+    """``map(fn, items)`` on a thread pool, in order, with at most ``window`` items in flight."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="saliqa-decode") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _base_row(record: dict[str, Any], iqa: str) -> dict[str, Any]:
+    return {
+        "image_id": record["image_id"], "path": record["path"], "label": record["label"],
+        "width": None, "height": None, "status": "ok", "reason": None, "iqa": iqa,
+        "score": float("nan"), "quality": float("nan"), "category": None,
+    }  # fmt: skip
+
+
+def _decode(record: dict[str, Any], policy: DecodePolicy) -> tuple[dict[str, Any], DecodedImage | str]:
+    if not record.get("present", True):
+        return record, "file not found"
+    try:
+        return record, decode_image(record["path"], policy)
+    except ImageRejected as reject:
+        return record, reject.reason
+
+
+def _rate_batch(model: QualityModel, batch: list[tuple[dict[str, Any], DecodedImage]]) -> list[Rated]:
+    """Rate equal-size images together; if the batch fails, retry one by one so one bad image fails alone."""
+    try:
+        out = model(to_batch([d.array for _, d in batch]))
+    except Exception:  # noqa: BLE001 - a model failure on one image must not end the run
+        if len(batch) == 1:
+            record, decoded = batch[0]
+            try:
+                out = model(to_batch([decoded.array]))
+            except Exception as error:  # noqa: BLE001
+                row = _base_row(record, model.name)
+                row.update(width=decoded.width, height=decoded.height, status="failed")
+                row["reason"] = f"quality model failed: {type(error).__name__}: {error}"
+                return [Rated(row)]
+        else:
+            return [r for item in batch for r in _rate_batch(model, [item])]
+    rated = []
+    score, quality = out.score.double().cpu().numpy(), out.quality.double().cpu().numpy()
+    maps = out.patch_map.float().cpu().numpy()
+    for i, (record, decoded) in enumerate(batch):
+        row = _base_row(record, model.name)
+        row.update(
+            width=decoded.width, height=decoded.height, reason=decoded.note,
+            score=float(score[i]), quality=float(quality[i]), category=out.category[i],
+        )  # fmt: skip
+        rated.append(Rated(row, maps[i], out.grid))
+    return rated
+
+
+def rate_records(
+    records: pd.DataFrame,
+    model: QualityModel,
+    *,
+    policy: DecodePolicy | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+) -> Iterator[Rated]:
+    """Rate the images of ``records`` (columns ``image_id, path, label[, present]``), yielding in order.
+
+    Never raises for one image: missing, undecodable and model-failing images come back as rows with their
+    ``status`` and ``reason``.
+    """
+    policy = policy or DecodePolicy()
+    items = records.to_dict("records")
+    decoded = _ordered_map(lambda r: _decode(r, policy), items, workers, window=max(4, 2 * workers + batch_size))
+    pending: list[tuple[dict[str, Any], DecodedImage | str]] = []
+
+    def flush() -> Iterator[Rated]:
+        ok = [(r, d) for r, d in pending if isinstance(d, DecodedImage)]
+        rated = iter(_rate_batch(model, ok)) if ok else iter(())
+        for record, d in pending:
+            if isinstance(d, DecodedImage):
+                yield next(rated)
+            else:
+                row = _base_row(record, model.name)
+                row.update(status="missing" if d == "file not found" else "rejected", reason=d)
+                yield Rated(row)
+        pending.clear()
+
+    for record, d in decoded:
+        if isinstance(d, DecodedImage):
+            sizes = {x.array.shape for _, x in pending if isinstance(x, DecodedImage)}
+            n_ok = sum(isinstance(x, DecodedImage) for _, x in pending)
+            if (sizes and d.array.shape not in sizes) or n_ok >= batch_size:
+                yield from flush()
+        pending.append((record, d))
+    yield from flush()
+
+
+def ratings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a table with the contract's columns and dtypes."""
+    frame = pd.DataFrame(rows, columns=list(RATING_COLUMNS))
+    for column in ("width", "height"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("score", "quality"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def rate_to_dir(
+    records: pd.DataFrame,
+    model: QualityModel,
+    out: Path,
+    *,
+    fp: str,
+    meta: dict[str, Any],
+    policy: DecodePolicy | None = None,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, int]:
+    """Rate into ``out``: ``ratings.parquet`` and the map store ``quality_maps/``, resuming finished shards.
+
+    ``fp`` identifies the work (data, decoding, model); shards left by work with another ``fp`` are discarded.
+    Returns the ratings and the number of shards reused from an earlier, interrupted run.
+    """
+    parts, maps = out / _PARTS_DIR, out / MAPS_DIR
+    stamp = parts / "FINGERPRINT"
+    if not stamp.exists() or stamp.read_text().strip() != fp:
+        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(maps, ignore_errors=True)
+        parts.mkdir(parents=True)
+        write_text(stamp, fp)
+    maps.mkdir(parents=True, exist_ok=True)
+
+    ordered = records.sort_values("image_id", kind="stable").reset_index(drop=True)
+    shards = [ordered.iloc[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+    frames, reused = [], 0
+    with progress_bar(f"rate ({model.name})", total=len(ordered), enabled=progress) as bar:
+        for index, shard in enumerate(shards):
+            part = parts / f"part-{index:05d}.parquet"
+            if part.exists():
+                frames.append(pd.read_parquet(part))
+                reused += 1
+                bar.advance(len(shard))
+                continue
+            rated = []
+            for item in rate_records(shard, model, policy=policy, batch_size=batch_size, workers=workers):
+                rated.append(item)
+                bar.advance()
+            done = [r for r in rated if r.patch_map is not None]
+            write_map_shard(
+                maps / f"part-{index:05d}.npz",
+                [r.row["image_id"] for r in done],
+                [r.patch_map for r in done],
+                [r.grid for r in done],
+            )
+            frame = ratings_frame([r.row for r in rated])
+            write_table(part, frame)  # written last: the shard's commit mark
+            frames.append(frame)
+    ratings = ratings_frame([]) if not frames else pd.concat(frames, ignore_index=True)
+    ratings = ratings_frame(ratings.to_dict("records"))
+    write_table(out / RATINGS_FILE, ratings, meta)
+    return ratings, reused
+
+
+def discard_parts(out: Path) -> None:
+    """Remove the per-shard rows once ``ratings.parquet`` is recorded as done."""
+    shutil.rmtree(out / _PARTS_DIR, ignore_errors=True)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared test data (../shared/data); tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def _photos() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    return {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee()}
+
+
+def make_folder_dataset(root: Path, per_class: int = 4, side: int = 256) -> Path:
+    """ROOT/<class>/<image>.png cut from real photos bundled with scikit-image."""
+    for name, photo in _photos().items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        h, w = photo.shape[:2]
+        for k in range(per_class):
+            y = (k * 37) % max(1, h - side)
+            x = (k * 53) % max(1, w - side)
+            crop = photo[y : y + side, x : x + side]
+            Image.fromarray(crop).save(root / name / f"{name}_{k}.png")
+    return root
+
+
+@pytest.fixture
+def folder_dataset(tmp_path: Path) -> Path:
+    return make_folder_dataset(tmp_path / "dataset")

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import saliqa
+from saliqa.cli import main
+from saliqa.pipeline.rate import RATING_COLUMNS
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("run", "rate", "config"):
+        assert command in text
+
+
+def test_rate_json_prints_one_object_per_image(folder_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder_dataset / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert main(["rate", str(folder_dataset / "coffee"), str(folder_dataset / "chelsea" / "chelsea_1.png"),
+                 "--iqa", "piqe", "--json", "--device", "cpu", "-q"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 6
+    assert all(tuple(row) == RATING_COLUMNS for row in rows)
+    broken = next(r for r in rows if r["image_id"].endswith("broken.jpg"))
+    assert broken["status"] == "rejected" and broken["score"] is None
+    one = next(r for r in rows if r["image_id"].endswith("chelsea_1.png"))
+    api = saliqa.rate([folder_dataset / "chelsea" / "chelsea_1.png"], device="cpu")
+    assert one["score"] == pytest.approx(api["score"].iloc[0], abs=1e-12)
+    assert one["label"] == "chelsea" and one["width"] == 256
+
+
+def test_rate_out_writes_ratings_and_maps(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rated"
+    assert main(["rate", str(folder_dataset), "--out", str(out), "--device", "cpu", "-q"]) == 0
+    ratings = pd.read_parquet(out / "ratings.parquet")
+    assert len(ratings) == 12 and (ratings["status"] == "ok").all()
+    store = saliqa.MapStore(out / "quality_maps")
+    values, grid = store.get(ratings["image_id"].iloc[0])
+    assert values.shape == grid.shape == (16, 16)
+    assert np.nanmax(values) <= 100
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["rate", "/no/such/file.jpg"], "no such file or folder"),
+        (["rate", ".", "--iqa", "nope"], "unknown quality model"),
+        (["rate"], "Missing argument"),
+        (["run", "--bogus"], "No such option"),
+        (["rate", ".", "--batch-size", "0"], "batch-size"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("saliqa: error:")
+    assert fragment in err
+
+
+def test_bad_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[rate]\nbatchsize = 4\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert "rate.batchsize: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # config errors come before any work
+
+
+def test_console_script_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "saliqa", "config"], capture_output=True, text=True, check=True)
+    assert 'iqa = "piqe"' in done.stdout
+
+
+def test_public_api() -> None:
+    for name in ("read_image", "load_quality_model", "rate", "run_pipeline", "load_config", "MapStore"):
+        assert hasattr(saliqa, name)
+    model = saliqa.load_quality_model("piqe", device="cpu")
+    assert model.name == "piqe" and not model.higher_is_better
+    with pytest.raises(saliqa.UnknownModelError, match="available: piqe"):
+        saliqa.load_quality_model("paq3piq")

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_folder_dataset
+from saliqa.config import config_from_dict
+from saliqa.iqa.piqe import piqe
+from saliqa.images import read_image, to_batch
+from saliqa.pipeline.artifacts import read_provenance
+from saliqa.pipeline.mapstore import MapStore
+from saliqa.pipeline.rate import RATING_COLUMNS
+from saliqa.pipeline.run import run_pipeline
+
+
+def _config(root: Path, **rate: object) -> object:
+    return config_from_dict(
+        {
+            "data": {"source": "folder", "root": str(root)},
+            "rate": {"device": "cpu", **rate},
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
+        }
+    )
+
+
+def _add_bad_files(root: Path) -> None:
+    (root / "chelsea" / "empty.jpg").write_bytes(b"")
+    (root / "chelsea" / "notes.png").write_text("not an image")
+    (root / "coffee" / "tiny.png").write_bytes((root / "coffee" / "coffee_0.png").read_bytes())
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(root / "coffee" / "tiny.png")
+
+
+def test_run_writes_every_artifact_and_records_bad_images(folder_dataset: Path, tmp_path: Path) -> None:
+    _add_bad_files(folder_dataset)
+    out = tmp_path / "run"
+    results = run_pipeline(_config(folder_dataset, shard_size=5), out, progress=False)
+    assert [r.name for r in results] == ["rate", "split"] and all(r.ran for r in results)
+
+    ratings = pd.read_parquet(out / "ratings.parquet")
+    assert tuple(ratings.columns) == RATING_COLUMNS
+    assert len(ratings) == 15 and ratings["image_id"].is_monotonic_increasing
+    status = ratings.set_index("image_id")["status"]
+    reason = ratings.set_index("image_id")["reason"]
+    assert status["chelsea/empty.jpg"] == "rejected" and reason["chelsea/empty.jpg"] == "empty file"
+    assert status["chelsea/notes.png"] == "rejected" and reason["chelsea/notes.png"] == "not an image"
+    assert status["coffee/tiny.png"] == "rejected" and reason["coffee/tiny.png"].startswith("too small")
+    ok = ratings[ratings["status"] == "ok"]
+    assert len(ok) == 12 and ok["category"].notna().all() and (ok["iqa"] == "piqe").all()
+    np.testing.assert_allclose(ok["quality"], 100 - ok["score"])
+
+    # The stored score and map are the model's own, on the decoded file.
+    store = MapStore(out / "quality_maps")
+    assert sorted(store.ids()) == sorted(ok["image_id"])
+    first = ok.iloc[0]
+    direct = piqe(to_batch([read_image(first["path"])]))
+    assert first["score"] == pytest.approx(float(direct.score[0]), abs=1e-12)
+    values, grid = store.get(first["image_id"])
+    assert grid.shape == values.shape == direct.activity.shape[1:]
+
+    split = pd.read_parquet(out / "split.parquet")
+    assert set(split["split"]) <= {"train", "val", "excluded"}
+    assert len(split) == len(ratings)
+    for name in ("figures/quality_histogram.png", "figures/category_counts.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = read_provenance(out / "ratings.parquet")
+    assert meta["stage"] == "rate" and meta["config"]["iqa"] == "piqe" and "torch" in meta["versions"]
+    assert (out / "config.toml").exists() and (out / "stages" / "rate.json").exists()
+    assert not (out / "ratings.parts").exists()
+
+
+def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_pipeline(_config(folder_dataset), out, progress=False)
+    stamp = (out / "ratings.parquet").stat().st_mtime_ns
+    again = run_pipeline(_config(folder_dataset, batch_size=3, workers=0), out, progress=False)
+    assert [r.ran for r in again] == [False, False]
+    assert (out / "ratings.parquet").stat().st_mtime_ns == stamp
+
+    changed = config_from_dict(
+        {"data": {"source": "folder", "root": str(folder_dataset)}, "rate": {"device": "cpu"}, "seed": 5,
+         "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]}}  # fmt: skip
+    )
+    third = run_pipeline(changed, out, progress=False)
+    assert [r.ran for r in third] == [False, True]
+
+    (folder_dataset / "astronaut" / "astronaut_0.png").unlink()
+    fourth = run_pipeline(changed, out, progress=False)
+    assert [r.ran for r in fourth] == [True, True]
+    assert len(pd.read_parquet(out / "ratings.parquet")) == 11
+
+
+def test_batching_and_workers_do_not_change_ratings(folder_dataset: Path, tmp_path: Path) -> None:
+    a = run_pipeline(_config(folder_dataset, batch_size=1, workers=0, shard_size=1), tmp_path / "a", progress=False)
+    b = run_pipeline(_config(folder_dataset, batch_size=8, workers=3, shard_size=100), tmp_path / "b", progress=False)
+    assert a[0].fingerprint == b[0].fingerprint
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a" / "ratings.parquet"), pd.read_parquet(tmp_path / "b" / "ratings.parquet")
+    )
+
+
+def _run_command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "saliqa", "run", "--config", str(config), "--out", str(out), "-q"]
+
+
+def test_sigkill_during_rate_resumes_to_identical_ratings(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "dataset", per_class=16, side=512)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[data]\nsource = "folder"\nroot = "{root}"\n[rate]\ndevice = "cpu"\nshard_size = 1\nworkers = 0\n'
+        '[split]\nkeep = ["Bad", "Poor", "Fair", "Good", "Excellent"]\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+    reference = tmp_path / "reference"
+    subprocess.run(_run_command(config, reference), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_run_command(config, out), env=env, stderr=subprocess.DEVNULL)
+    parts = out / "ratings.parts"
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("part-*.parquet"))) < 5:
+        assert process.poll() is None, "the run ended before it could be killed; give it more work"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "stages" / "rate.json").exists(), "killed too late: rate had already finished"
+    done_before = len(list(parts.glob("part-*.parquet")))
+    assert 5 <= done_before < 48
+
+    subprocess.run(_run_command(config, out), check=True, env=env, capture_output=True)
+    import json
+
+    record = json.loads((out / "stages" / "rate.json").read_text())
+    assert record["shards_reused"] >= 5
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "ratings.parquet"), pd.read_parquet(reference / "ratings.parquet"))
+    ref_maps, maps = MapStore(reference / "quality_maps"), MapStore(out / "quality_maps")
+    assert maps.ids() == ref_maps.ids()
+    for image_id in ref_maps.ids():
+        np.testing.assert_array_equal(maps.get(image_id)[0], ref_maps.get(image_id)[0])
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "split.parquet"), pd.read_parquet(reference / "split.parquet"))
+
+
+def test_mit67_listed_but_absent_files_are_recorded_not_fatal(shared_data: Path, tmp_path: Path) -> None:
+    config = config_from_dict(
+        {"data": {"source": "mit67", "root": str(shared_data / "mit67")}, "rate": {"device": "cpu"},
+         "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]}}  # fmt: skip
+    )
+    results = run_pipeline(config, tmp_path / "run", progress=False)
+    ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")
+    counts = ratings["status"].value_counts().to_dict()
+    assert counts == {"missing": 6689, "ok": 20}
+    assert (ratings.loc[ratings["status"] == "missing", "reason"] == "file not found").all()
+    assert any("TestImages.txt are missing" in m for m in results[0].messages)
+    split = pd.read_parquet(tmp_path / "run" / "split.parquet")
+    assert (split["split"] != "excluded").sum() == 20

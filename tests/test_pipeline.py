@@ -164,3 +164,22 @@ def test_mit67_listed_but_absent_files_are_recorded_not_fatal(shared_data: Path,
     assert any("TestImages.txt are missing" in m for m in results[0].messages)
     split = pd.read_parquet(tmp_path / "run" / "split.parquet")
     assert (split["split"] != "excluded").sum() == 20
+
+
+def test_scene15_grey_photos_rate_and_split_with_the_defaults(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "scene15_indoor" / "train"
+    config = config_from_dict({"data": {"source": "folder", "root": str(root)}, "rate": {"device": "cpu"}})
+    results = run_pipeline(config, tmp_path / "run", progress=False)
+    ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")
+    assert len(ratings) == 600 and (ratings["status"] == "ok").all()  # grey JPEGs decode as RGB
+    assert ratings.groupby("label").size().to_dict() == dict.fromkeys(
+        ["bedroom", "industrial", "kitchen", "livingroom", "office", "store"], 100
+    )
+    split = pd.read_parquet(tmp_path / "run" / "split.parquet").merge(ratings, on="image_id")
+    kept = split[split["split"] != "excluded"]
+    assert set(kept["category"]) <= {"Good", "Excellent"}
+    for label, group in kept.groupby("label"):  # each kept class is split about 80/20
+        n = len(group)
+        assert (group["split"] == "val").sum() == min(n - 1, max(1, int(n * 0.2 + 0.5))), label
+    too_small = set(ratings["label"]) - set(kept["label"])
+    assert all(any(f"'{label}'" in m for m in results[1].messages) for label in too_small)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 _console = Console(stderr=True)
 
@@ -29,3 +29,22 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=_console, transient=False) as progress:
         yield _Bar(progress, progress.add_task(description, total=total))
+
+
+@contextlib.contextmanager
+def progress_callback(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback whose bar appears only once work is reported (no empty bars)."""
+    with contextlib.ExitStack() as stack:
+        state: dict[str, tuple[Progress, TaskID]] = {}
+
+        def report(done: int, total: int) -> None:
+            if not enabled:
+                return
+            if "bar" not in state:
+                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+                progress = stack.enter_context(Progress(*columns, console=_console))
+                state["bar"] = (progress, progress.add_task(description, total=total))
+            progress, task = state["bar"]
+            progress.update(task, completed=done, total=total)
+
+        yield report

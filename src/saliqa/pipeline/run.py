@@ -23,6 +23,7 @@ from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.artifacts import fingerprint, provenance, versions, write_json, write_table, write_text
 from saliqa.pipeline.rate import RATINGS_FILE, MAPS_DIR, discard_parts, rate_to_dir
 from saliqa.pipeline.rundir import RunDir
+from saliqa.progress import progress_callback
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,17 @@ def decode_policy(config: RunConfig) -> DecodePolicy:
     return DecodePolicy(max_pixels=c.max_pixels, oversize=c.oversize, min_side=c.min_side)
 
 
-def load_dataset(config: RunConfig, run: RunDir) -> ImageTable:
+def load_dataset(config: RunConfig, run: RunDir, progress: bool = True) -> ImageTable:
     """The run's images: the demo (built once inside the run directory) or the configured dataset."""
     data = config.data
     if data.source == "demo":
         from saliqa.data.demo import build_demo
 
-        root = build_demo(run.path("data", "demo"), seed=config.seed, views_per_class=data.demo_views_per_class)
+        with progress_callback("build demo", enabled=progress) as report:
+            root = build_demo(
+                run.path("data", "demo"), seed=config.seed, views_per_class=data.demo_views_per_class,
+                progress=report,
+            )  # fmt: skip
         return read_folder(root)
     return open_dataset(data.source, data.root, listed_only=data.listed_only)
 
@@ -121,7 +126,7 @@ def run_pipeline(config: RunConfig, out: str | Path, *, progress: bool = True) -
     """Run every stage that is not up to date in the run directory ``out``; return what each did."""
     run = RunDir(out)
     write_text(run.path("config.toml"), dump_config(config))
-    table = load_dataset(config, run)
+    table = load_dataset(config, run, progress)
     results = [stage_rate(config, run, table, progress)]
     results.append(stage_split(config, run, results[0].fingerprint))
     summary: dict[str, Any] = {

@@ -81,8 +81,10 @@ def main() -> None:
         t_ours = min(t_ours, time.perf_counter() - start)
 
     diff = np.abs(ours.cpu().numpy() - reference)
-    print(f"{args.n} images {HEIGHT}x{WIDTH}, saliqa on {device}, torch threads {torch.get_num_threads()}, "
-          f"best of {args.repeat} runs")
+    print(
+        f"{args.n} images {HEIGHT}x{WIDTH}, saliqa on {device}, torch threads {torch.get_num_threads()}, "
+        f"best of {args.repeat} runs"
+    )
     print(f"scores: mean {reference.mean():.4f}, max |saliqa - pypiqe| = {diff.max():.3e}")
     print(f"pypiqe (per-image loop): {args.n / t_ref:9.1f} images/s ({t_ref:.3f} s)")
     print(f"saliqa PIQE (batched):   {args.n / t_ours:9.1f} images/s ({t_ours:.3f} s)")

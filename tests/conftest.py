@@ -39,3 +39,19 @@ def make_folder_dataset(root: Path, per_class: int = 4, side: int = 256) -> Path
 @pytest.fixture
 def folder_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "dataset")
+
+
+def assert_same_run(out: Path, reference: Path) -> None:
+    """Two run directories hold bit-identical ratings, patch maps and splits."""
+    import pandas as pd
+
+    from saliqa.pipeline.mapstore import MapStore
+
+    for table in ("ratings.parquet", "split.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / table), pd.read_parquet(reference / table), check_exact=True
+        )
+    ref, got = MapStore(reference / "quality_maps"), MapStore(out / "quality_maps")
+    assert got.ids() == ref.ids()
+    for image_id in ref.ids():
+        np.testing.assert_array_equal(got.get(image_id)[0], ref.get(image_id)[0])

@@ -21,10 +21,26 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in text
 
 
-def test_rate_json_prints_one_object_per_image(folder_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rate_json_prints_one_object_per_image(
+    folder_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (folder_dataset / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    assert main(["rate", str(folder_dataset / "coffee"), str(folder_dataset / "chelsea" / "chelsea_1.png"),
-                 "--iqa", "piqe", "--json", "--device", "cpu", "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "rate",
+                str(folder_dataset / "coffee"),
+                str(folder_dataset / "chelsea" / "chelsea_1.png"),
+                "--iqa",
+                "piqe",
+                "--json",
+                "--device",
+                "cpu",
+                "-q",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 6
@@ -77,7 +93,9 @@ def test_bad_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_console_script_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "saliqa", "config"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "saliqa", "config"], capture_output=True, text=True, check=True
+    )
     assert 'iqa = "piqe"' in done.stdout
 
 
@@ -88,3 +106,51 @@ def test_public_api() -> None:
     assert model.name == "piqe" and not model.higher_is_better
     with pytest.raises(saliqa.UnknownModelError, match="available: piqe"):
         saliqa.load_quality_model("paq3piq")
+
+
+def test_paths_and_values_that_cannot_work_end_in_one_line_before_any_work(
+    tmp_path: Path, folder_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "empty").mkdir()
+    small = tmp_path / "small.toml"
+    small.write_text("[images]\nmax_pixels = 100\n")
+    no_root = tmp_path / "no_root.toml"
+    no_root.write_text(f'[data]\nsource = "folder"\nroot = "{tmp_path / "nowhere"}"\n')
+    cases = [
+        (["rate", str(folder_dataset / "coffee"), "--out", str(a_file)], "is a file"),
+        (["run", "--config", str(tmp_path), "--out", str(tmp_path / "r1")], "cannot read config"),
+        (["run", "--config", str(small), "--out", str(tmp_path / "r2")], "images: max_pixels=100"),
+        (["run", "--config", str(no_root), "--out", str(tmp_path / "r3")], "nowhere"),
+        (["rate", str(tmp_path / "empty")], "no image files"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, (argv, err)
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
+def test_cuda_without_a_gpu_fails_before_the_run_directory_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "cuda.toml"
+    config.write_text('[rate]\ndevice = "cuda"\n')
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_artifacts_are_readable_like_ordinary_files(folder_dataset: Path, tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    saliqa.rate([folder_dataset / "coffee"], out=tmp_path / "rated", device="cpu")
+    for path in (tmp_path / "rated").rglob("*"):
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -71,9 +71,10 @@ def test_demo_json_records_seed_parameters_photos_and_hash(demo_dir: Path) -> No
 def test_same_seed_gives_byte_identical_files(demo_dir: Path, tmp_path: Path) -> None:
     again = build_demo(tmp_path / "again", seed=0, views_per_class=VIEWS)
     assert file_bytes(again) == file_bytes(demo_dir)
-    assert json.loads((again / ".demo.json").read_text())["sha256"] == json.loads(
-        (demo_dir / ".demo.json").read_text()
-    )["sha256"]
+    assert (
+        json.loads((again / ".demo.json").read_text())["sha256"]
+        == json.loads((demo_dir / ".demo.json").read_text())["sha256"]
+    )
 
 
 def test_views_do_not_depend_on_how_many_are_made(demo_dir: Path, tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_rebuild_with_same_parameters_is_a_no_op(demo_dir: Path) -> None:
 def test_changed_parameters_or_damaged_files_rebuild(tmp_path: Path) -> None:
     out = build_demo(tmp_path / "d", seed=0, views_per_class=1)
     out = build_demo(out, seed=0, views_per_class=2)
-    assert len(image_files(out)) == 2 * len(list(p for p in out.iterdir() if p.is_dir()))
+    assert len(image_files(out)) == 2 * len([p for p in out.iterdir() if p.is_dir()])
     victim = image_files(out)[0]
     good = victim.read_bytes()
     victim.write_bytes(b"broken")

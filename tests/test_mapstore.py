@@ -45,5 +45,7 @@ def test_grid_geometry() -> None:
 
 def test_shape_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not match"):
-        write_map_shard(tmp_path / "x.npz", ["a"], [np.zeros((2, 2), np.float32)], [PatchGrid.regular(64, 64, 16)])
+        write_map_shard(
+            tmp_path / "x.npz", ["a"], [np.zeros((2, 2), np.float32)], [PatchGrid.regular(64, 64, 16)]
+        )
     assert not list(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_same_run, make_folder_dataset
 
-from conftest import make_folder_dataset
 from saliqa.config import config_from_dict
-from saliqa.iqa.piqe import piqe
 from saliqa.images import read_image, to_batch
+from saliqa.iqa.piqe import piqe
 from saliqa.pipeline.artifacts import read_provenance
 from saliqa.pipeline.mapstore import MapStore
 from saliqa.pipeline.rate import RATING_COLUMNS
@@ -78,7 +79,9 @@ def test_run_writes_every_artifact_and_records_bad_images(folder_dataset: Path, 
     assert not (out / "ratings.parts").exists()
 
 
-def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(folder_dataset: Path, tmp_path: Path) -> None:
+def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(
+    folder_dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     run_pipeline(_config(folder_dataset), out, progress=False)
     stamp = (out / "ratings.parquet").stat().st_mtime_ns
@@ -87,8 +90,12 @@ def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(folder_da
     assert (out / "ratings.parquet").stat().st_mtime_ns == stamp
 
     changed = config_from_dict(
-        {"data": {"source": "folder", "root": str(folder_dataset)}, "rate": {"device": "cpu"}, "seed": 5,
-         "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]}}  # fmt: skip
+        {
+            "data": {"source": "folder", "root": str(folder_dataset)},
+            "rate": {"device": "cpu"},
+            "seed": 5,
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
+        }
     )
     third = run_pipeline(changed, out, progress=False)
     assert [r.ran for r in third] == [False, True]
@@ -100,11 +107,17 @@ def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(folder_da
 
 
 def test_batching_and_workers_do_not_change_ratings(folder_dataset: Path, tmp_path: Path) -> None:
-    a = run_pipeline(_config(folder_dataset, batch_size=1, workers=0, shard_size=1), tmp_path / "a", progress=False)
-    b = run_pipeline(_config(folder_dataset, batch_size=8, workers=3, shard_size=100), tmp_path / "b", progress=False)
+    a = run_pipeline(
+        _config(folder_dataset, batch_size=1, workers=0, shard_size=1), tmp_path / "a", progress=False
+    )
+    b = run_pipeline(
+        _config(folder_dataset, batch_size=8, workers=3, shard_size=100), tmp_path / "b", progress=False
+    )
     assert a[0].fingerprint == b[0].fingerprint
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "a" / "ratings.parquet"), pd.read_parquet(tmp_path / "b" / "ratings.parquet")
+        pd.read_parquet(tmp_path / "a" / "ratings.parquet"),
+        pd.read_parquet(tmp_path / "b" / "ratings.parquet"),
+        check_exact=True,
     )
 
 
@@ -139,22 +152,18 @@ def test_sigkill_during_rate_resumes_to_identical_ratings(tmp_path: Path) -> Non
     assert 5 <= done_before < 48
 
     subprocess.run(_run_command(config, out), check=True, env=env, capture_output=True)
-    import json
-
     record = json.loads((out / "stages" / "rate.json").read_text())
     assert record["shards_reused"] >= 5
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "ratings.parquet"), pd.read_parquet(reference / "ratings.parquet"))
-    ref_maps, maps = MapStore(reference / "quality_maps"), MapStore(out / "quality_maps")
-    assert maps.ids() == ref_maps.ids()
-    for image_id in ref_maps.ids():
-        np.testing.assert_array_equal(maps.get(image_id)[0], ref_maps.get(image_id)[0])
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "split.parquet"), pd.read_parquet(reference / "split.parquet"))
+    assert_same_run(out, reference)
 
 
 def test_mit67_listed_but_absent_files_are_recorded_not_fatal(shared_data: Path, tmp_path: Path) -> None:
     config = config_from_dict(
-        {"data": {"source": "mit67", "root": str(shared_data / "mit67")}, "rate": {"device": "cpu"},
-         "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]}}  # fmt: skip
+        {
+            "data": {"source": "mit67", "root": str(shared_data / "mit67")},
+            "rate": {"device": "cpu"},
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
+        }
     )
     results = run_pipeline(config, tmp_path / "run", progress=False)
     ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")

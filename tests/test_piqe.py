@@ -261,8 +261,18 @@ def test_grey_input_equals_replicated_rgb() -> None:
 def test_band_rule_including_matlab_gaps() -> None:
     scores = torch.tensor([0.0, 20.0, 20.5, 35.0, 35.01, 50.0, 50.5, 80.0, 80.5, 100.0, float("nan")])
     assert piqe_category(scores) == [
-        "Excellent", "Excellent", "Good", "Good", "Fair", "Fair", "Poor", "Poor", "Bad", "Bad", None,
-    ]  # fmt: skip
+        "Excellent",
+        "Excellent",
+        "Good",
+        "Good",
+        "Fair",
+        "Fair",
+        "Poor",
+        "Poor",
+        "Bad",
+        "Bad",
+        None,
+    ]
 
 
 def test_quality_model_output() -> None:

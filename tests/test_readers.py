@@ -213,10 +213,7 @@ def test_manifest_relative_absolute_missing_and_split(tmp_path: Path) -> None:
     outside = touch(tmp_path / "elsewhere" / "b.png")
     manifest = data / "list.csv"
     manifest.write_text(
-        "path,label,split\n"
-        "imgs/a.jpg,cat,train\n"
-        f"{outside},dog,\n"
-        "./imgs\\missing.jpg,dog,test\n"
+        f"path,label,split\nimgs/a.jpg,cat,train\n{outside},dog,\n./imgs\\missing.jpg,dog,test\n"
     )
     table = read_manifest(manifest)
     check_contract(table)

@@ -11,7 +11,9 @@ def _ratings(counts: dict[str, int], category: str = "Good") -> pd.DataFrame:
     rows = []
     for label, n in counts.items():
         for k in range(n):
-            rows.append({"image_id": f"{label}/{k:03d}", "label": label, "status": "ok", "category": category})
+            rows.append(
+                {"image_id": f"{label}/{k:03d}", "label": label, "status": "ok", "category": category}
+            )
     return pd.DataFrame(rows)
 
 

@@ -37,15 +37,19 @@ def collect_images(paths: Sequence[PathLike]) -> ImageTable:
         path = Path(given)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )  # fmt: skip
+            )
         elif path.exists():
             found = [path]
         else:
             raise DatasetError(f"no such file or folder: {given}")
         rows += [(p.as_posix(), str(p.resolve()), p.parent.name or ".", None, True) for p in found]
+    if not rows:
+        raise DatasetError(f"no image files in {', '.join(str(p) for p in paths)}")
     frame = pd.DataFrame(rows, columns=list(COLUMNS)).drop_duplicates("image_id")
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     return ImageTable(frame.astype({"present": bool}), source="paths", notes=())

@@ -38,12 +38,16 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
 
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory; default: runs/<config name>.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -70,7 +74,9 @@ def _json_row(row: dict[str, Any]) -> str:
 def rate(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     iqa: Annotated[str, typer.Option(help="Quality model.")] = "piqe",
-    out: Annotated[Path | None, typer.Option(help="Write ratings.parquet, quality_maps/ and figures here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write ratings.parquet, quality_maps/ and figures here.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Images of equal size rated together.")] = 16,
@@ -106,7 +112,9 @@ def rate(
             typer.echo(_json_row(row))
         return
     for row in rows:
-        score = "" if row["status"] != "ok" else f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}"
+        score = (
+            "" if row["status"] != "ok" else f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}"
+        )
         typer.echo(f"{row['image_id']}\t{row['status']}\t{score or row['reason']}")
 
 
@@ -128,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saliqa: error: {error.format_message()}", file=sys.stderr)
         return error.exit_code or 2
     except SaliqaError as error:
+        print(f"saliqa: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a path the user gave that the system refuses (permissions, full disk, ...)
         print(f"saliqa: error: {error}", file=sys.stderr)
         return 1
     except (typer.Abort, KeyboardInterrupt):

@@ -52,6 +52,14 @@ class ImagesConfig(_Section):
     oversize: Literal["reject", "downscale"] = "reject"
     min_side: int = Field(32, ge=1)
 
+    @model_validator(mode="after")
+    def _some_image_fits(self) -> ImagesConfig:
+        if self.max_pixels < self.min_side**2:
+            raise ValueError(
+                f"max_pixels={self.max_pixels} is below min_side**2={self.min_side**2}: no image fits"
+            )
+        return self
+
 
 class RateConfig(_Section):
     """Stage rate: the quality judge and how the work is cut."""
@@ -139,6 +147,8 @@ def load_config(path: str | Path | None = None) -> RunConfig:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config {path}: {type(error).__name__}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     root = values.get("data", {}).get("root") if isinstance(values.get("data"), dict) else None

@@ -75,8 +75,8 @@ __all__ = [
     "DecodedImage",
     "decode_image",
     "read_image",
-    "to_tensor",
     "to_batch",
+    "to_tensor",
 ]
 
 # Pillow's pixel limit is a module global; whenever saliqa lifts it, it holds this lock so that
@@ -121,9 +121,7 @@ class DecodePolicy:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DecodePolicy.{name} must be a positive integer, got {value!r}")
         if self.oversize not in ("reject", "downscale"):
-            raise ValueError(
-                f"DecodePolicy.oversize must be 'reject' or 'downscale', got {self.oversize!r}"
-            )
+            raise ValueError(f"DecodePolicy.oversize must be 'reject' or 'downscale', got {self.oversize!r}")
         if self.max_pixels < self.min_side * self.min_side:
             raise ValueError(
                 f"DecodePolicy.max_pixels={self.max_pixels} is below min_side**2="
@@ -145,8 +143,7 @@ class DecodedImage:
         a = self.array
         if a.dtype != np.uint8 or a.shape != (self.height, self.width, 3):
             raise ValueError(
-                f"DecodedImage.array must be ({self.height}, {self.width}, 3) uint8, "
-                f"got {a.shape} {a.dtype}"
+                f"DecodedImage.array must be ({self.height}, {self.width}, 3) uint8, got {a.shape} {a.dtype}"
             )
 
 
@@ -201,7 +198,7 @@ def _orientation(img: Image.Image) -> int:
     """EXIF orientation 1..8 of a loaded image; unparseable EXIF counts as upright (1)."""
     try:
         value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-    except Exception:  # metadata only: the pixels are already decoded and usable
+    except Exception:  # noqa: BLE001 - metadata only: the pixels are already decoded and usable
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 

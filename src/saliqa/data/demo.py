@@ -94,9 +94,7 @@ DEMO_PHOTOS: tuple[DemoPhoto, ...] = (
     DemoPhoto("rocket", "scikit-image: skimage.data.rocket()", _skimage("rocket")),
     DemoPhoto("motorcycle", "scikit-image: skimage.data.stereo_motorcycle()[0]", _skimage_motorcycle),
     DemoPhoto("hubble", "scikit-image: skimage.data.hubble_deep_field()", _skimage("hubble_deep_field")),
-    DemoPhoto(
-        "ihc", "scikit-image: skimage.data.immunohistochemistry()", _skimage("immunohistochemistry")
-    ),
+    DemoPhoto("ihc", "scikit-image: skimage.data.immunohistochemistry()", _skimage("immunohistochemistry")),
     DemoPhoto("retina", "scikit-image: skimage.data.retina()", _skimage("retina")),
     DemoPhoto(
         "china", "scikit-learn: sklearn.datasets.load_sample_image('china.jpg')", _sklearn("china.jpg")

@@ -26,6 +26,16 @@ import pyarrow.parquet as pq
 PROVENANCE_KEY = b"saliqa.provenance"
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0666 less the umask); mkstemp would give 0600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable parts (dict keys sorted)."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
@@ -42,6 +52,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -32,23 +32,30 @@ def write_map_shard(
     arrays = {
         "image_id": np.asarray(list(image_ids), dtype=np.str_),
         "shape": np.asarray([m.shape for m in maps], dtype=np.int64).reshape(-1, 2),
-        "values": np.concatenate([np.asarray(m, np.float32).ravel() for m in maps] or [np.zeros(0, np.float32)]),
+        "values": np.concatenate(
+            [np.asarray(m, np.float32).ravel() for m in maps] or [np.zeros(0, np.float32)]
+        ),
         "value_offset": _offsets([m.size for m in maps]),
         "row_edges": np.concatenate([np.asarray(g.row_edges) for g in grids] or [np.zeros(0)]),
         "row_offset": _offsets([len(g.row_edges) for g in grids]),
         "col_edges": np.concatenate([np.asarray(g.col_edges) for g in grids] or [np.zeros(0)]),
         "col_offset": _offsets([len(g.col_edges) for g in grids]),
     }
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def read_map_shard(path: str | Path) -> Iterator[tuple[str, np.ndarray, PatchGrid]]:
     """Every (image_id, map, grid) of one shard, in stored order."""
     with np.load(path, allow_pickle=False) as z:
         ids, shapes, values = z["image_id"], z["shape"], z["values"]
-        vo, rows, ro, cols, co = z["value_offset"], z["row_edges"], z["row_offset"], z["col_edges"], z["col_offset"]
+        vo, rows, ro, cols, co = (
+            z["value_offset"],
+            z["row_edges"],
+            z["row_offset"],
+            z["col_edges"],
+            z["col_offset"],
+        )
     for i, image_id in enumerate(ids):
         grid = PatchGrid(tuple(rows[ro[i] : ro[i + 1]].tolist()), tuple(cols[co[i] : co[i + 1]].tolist()))
         yield str(image_id), values[vo[i] : vo[i + 1]].reshape(shapes[i]), grid

@@ -27,8 +27,18 @@ from saliqa.pipeline.mapstore import write_map_shard
 from saliqa.progress import progress_bar
 
 RATING_COLUMNS: tuple[str, ...] = (
-    "image_id", "path", "label", "width", "height", "status", "reason", "iqa", "score", "quality", "category",
-)  # fmt: skip
+    "image_id",
+    "path",
+    "label",
+    "width",
+    "height",
+    "status",
+    "reason",
+    "iqa",
+    "score",
+    "quality",
+    "category",
+)
 """Columns of ``ratings.parquet``. ``status`` is ok, missing, rejected or failed; ``reason`` says why (or
 notes what was done to an ok image, e.g. a downscale)."""
 
@@ -66,10 +76,18 @@ def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window:
 
 def _base_row(record: dict[str, Any], iqa: str) -> dict[str, Any]:
     return {
-        "image_id": record["image_id"], "path": record["path"], "label": record["label"],
-        "width": None, "height": None, "status": "ok", "reason": None, "iqa": iqa,
-        "score": float("nan"), "quality": float("nan"), "category": None,
-    }  # fmt: skip
+        "image_id": record["image_id"],
+        "path": record["path"],
+        "label": record["label"],
+        "width": None,
+        "height": None,
+        "status": "ok",
+        "reason": None,
+        "iqa": iqa,
+        "score": float("nan"),
+        "quality": float("nan"),
+        "category": None,
+    }
 
 
 def _decode(record: dict[str, Any], policy: DecodePolicy) -> tuple[dict[str, Any], DecodedImage | str]:
@@ -85,27 +103,27 @@ def _rate_batch(model: QualityModel, batch: list[tuple[dict[str, Any], DecodedIm
     """Rate equal-size images together; if the batch fails, retry one by one so one bad image fails alone."""
     try:
         out = model(to_batch([d.array for _, d in batch]))
-    except Exception:  # noqa: BLE001 - a model failure on one image must not end the run
-        if len(batch) == 1:
-            record, decoded = batch[0]
-            try:
-                out = model(to_batch([decoded.array]))
-            except Exception as error:  # noqa: BLE001
-                row = _base_row(record, model.name)
-                row.update(width=decoded.width, height=decoded.height, status="failed")
-                row["reason"] = f"quality model failed: {type(error).__name__}: {error}"
-                return [Rated(row)]
-        else:
+    except Exception as error:  # noqa: BLE001 - a model failure on one image must not end the run
+        if len(batch) > 1:
             return [r for item in batch for r in _rate_batch(model, [item])]
+        record, decoded = batch[0]
+        row = _base_row(record, model.name)
+        row.update(width=decoded.width, height=decoded.height, status="failed")
+        row["reason"] = f"quality model failed: {type(error).__name__}: {error}"
+        return [Rated(row)]
     rated = []
     score, quality = out.score.double().cpu().numpy(), out.quality.double().cpu().numpy()
     maps = out.patch_map.float().cpu().numpy()
     for i, (record, decoded) in enumerate(batch):
         row = _base_row(record, model.name)
         row.update(
-            width=decoded.width, height=decoded.height, reason=decoded.note,
-            score=float(score[i]), quality=float(quality[i]), category=out.category[i],
-        )  # fmt: skip
+            width=decoded.width,
+            height=decoded.height,
+            reason=decoded.note,
+            score=float(score[i]),
+            quality=float(quality[i]),
+            category=out.category[i],
+        )
         rated.append(Rated(row, maps[i], out.grid))
     return rated
 
@@ -125,7 +143,9 @@ def rate_records(
     """
     policy = policy or DecodePolicy()
     items = records.to_dict("records")
-    decoded = _ordered_map(lambda r: _decode(r, policy), items, workers, window=max(4, 2 * workers + batch_size))
+    decoded = _ordered_map(
+        lambda r: _decode(r, policy), items, workers, window=max(4, 2 * workers + batch_size)
+    )
     pending: list[tuple[dict[str, Any], DecodedImage | str]] = []
 
     def flush() -> Iterator[Rated]:
@@ -175,16 +195,16 @@ def rate_to_dir(
 ) -> tuple[pd.DataFrame, int]:
     """Rate into ``out``: ``ratings.parquet`` and the map store ``quality_maps/``, resuming finished shards.
 
-    ``fp`` identifies the work (data, decoding, model); shards left by work with another ``fp`` are discarded.
-    Returns the ratings and the number of shards reused from an earlier, interrupted run.
+    ``fp`` identifies the work (data, decoding, model); shards left by other work (another ``fp``, shard size
+    or device) are discarded. Returns the ratings and the number of shards reused from an interrupted run.
     """
     parts, maps = out / _PARTS_DIR, out / MAPS_DIR
-    stamp = parts / "FINGERPRINT"
-    if not stamp.exists() or stamp.read_text().strip() != fp:
+    stamp, identity = parts / "WORK", f"{fp} shard_size={shard_size} device={model.device.type}"
+    if not stamp.exists() or stamp.read_text().strip() != identity:
         shutil.rmtree(parts, ignore_errors=True)
         shutil.rmtree(maps, ignore_errors=True)
         parts.mkdir(parents=True)
-        write_text(stamp, fp)
+        write_text(stamp, identity)
     maps.mkdir(parents=True, exist_ok=True)
 
     ordered = records.sort_values("image_id", kind="stable").reset_index(drop=True)
@@ -194,10 +214,12 @@ def rate_to_dir(
         for index, shard in enumerate(shards):
             part = parts / f"part-{index:05d}.parquet"
             if part.exists():
-                frames.append(pd.read_parquet(part))
-                reused += 1
-                bar.advance(len(shard))
-                continue
+                done_part = pd.read_parquet(part)
+                if done_part["image_id"].tolist() == shard["image_id"].tolist():
+                    frames.append(done_part)
+                    reused += 1
+                    bar.advance(len(shard))
+                    continue
             rated = []
             for item in rate_records(shard, model, policy=policy, batch_size=batch_size, workers=workers):
                 rated.append(item)

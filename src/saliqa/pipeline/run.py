@@ -18,10 +18,11 @@ import pandas as pd
 from saliqa.config import RunConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
+from saliqa.device import resolve_device
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.artifacts import fingerprint, provenance, versions, write_json, write_table, write_text
-from saliqa.pipeline.rate import RATINGS_FILE, MAPS_DIR, discard_parts, rate_to_dir
+from saliqa.pipeline.rate import MAPS_DIR, RATINGS_FILE, discard_parts, rate_to_dir
 from saliqa.pipeline.rundir import RunDir
 from saliqa.progress import progress_callback
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
@@ -49,17 +50,21 @@ def decode_policy(config: RunConfig) -> DecodePolicy:
     return DecodePolicy(max_pixels=c.max_pixels, oversize=c.oversize, min_side=c.min_side)
 
 
-def load_dataset(config: RunConfig, run: RunDir, progress: bool = True) -> ImageTable:
+def load_dataset(config: RunConfig, run: RunDir | None, progress: bool = True) -> ImageTable:
     """The run's images: the demo (built once inside the run directory) or the configured dataset."""
     data = config.data
     if data.source == "demo":
+        if run is None:
+            raise ValueError("the demo is built inside a run directory")
         from saliqa.data.demo import build_demo
 
         with progress_callback("build demo", enabled=progress) as report:
             root = build_demo(
-                run.path("data", "demo"), seed=config.seed, views_per_class=data.demo_views_per_class,
+                run.path("data", "demo"),
+                seed=config.seed,
+                views_per_class=data.demo_views_per_class,
                 progress=report,
-            )  # fmt: skip
+            )
         return read_folder(root)
     return open_dataset(data.source, data.root, listed_only=data.listed_only)
 
@@ -70,7 +75,10 @@ def listing_fingerprint(table: ImageTable) -> str:
     for image_id, path, label, present in table.frame[["image_id", "path", "label", "present"]].itertuples(
         index=False
     ):
-        stat = Path(path).stat() if present else None
+        try:
+            stat = Path(path).stat() if present else None
+        except OSError:  # gone since it was listed: rating will record it as missing
+            stat = None
         rows.append((image_id, label, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1))
     return fingerprint(rows)
 
@@ -82,13 +90,23 @@ def stage_rate(config: RunConfig, run: RunDir, table: ImageTable, progress: bool
     outputs = [RATINGS_FILE, MAPS_DIR, FIGURE_HISTOGRAM, FIGURE_CATEGORIES]
     if run.is_done("rate", fp):
         return StageResult("rate", False, fp)
+    run.invalidate("rate")  # its outputs are about to change: never leave them marked done meanwhile
     start = time.perf_counter()
-    meta = provenance("rate", fp, slice_, model=model.fingerprint(), dataset=table.source)
+    meta = provenance(
+        "rate", fp, slice_, model=model.fingerprint(), device=str(model.device), dataset=table.source
+    )
     ratings, reused = rate_to_dir(
-        table.frame, model, run.root, fp=fp, meta=meta, policy=decode_policy(config),
-        batch_size=config.rate.batch_size, shard_size=config.rate.shard_size, workers=config.rate.workers,
+        table.frame,
+        model,
+        run.root,
+        fp=fp,
+        meta=meta,
+        policy=decode_policy(config),
+        batch_size=config.rate.batch_size,
+        shard_size=config.rate.shard_size,
+        workers=config.rate.workers,
         progress=progress,
-    )  # fmt: skip
+    )
     direction = "higher" if model.higher_is_better else "lower"
     label = f"{model.name.upper()} score ({direction} is better)"
     plot_quality_histogram(ratings, run.path(FIGURE_HISTOGRAM), score_label=label)
@@ -108,6 +126,7 @@ def stage_split(config: RunConfig, run: RunDir, rate_fp: str) -> StageResult:
     fp = fingerprint("split", _STAGE_VERSIONS["split"], rate_fp, slice_)
     if run.is_done("split", fp):
         return StageResult("split", False, fp)
+    run.invalidate("split")
     start = time.perf_counter()
     ratings = pd.read_parquet(run.path(RATINGS_FILE))
     s = config.split
@@ -124,14 +143,21 @@ def stage_split(config: RunConfig, run: RunDir, rate_fp: str) -> StageResult:
 
 def run_pipeline(config: RunConfig, out: str | Path, *, progress: bool = True) -> list[StageResult]:
     """Run every stage that is not up to date in the run directory ``out``; return what each did."""
+    # Everything that can be wrong with the config fails here, before the run directory is touched.
+    decode_policy(config)
+    resolve_device(config.rate.device)
+    listed = None if config.data.source == "demo" else load_dataset(config, None, progress)
     run = RunDir(out)
     write_text(run.path("config.toml"), dump_config(config))
-    table = load_dataset(config, run, progress)
+    table = listed if listed is not None else load_dataset(config, run, progress)
     results = [stage_rate(config, run, table, progress)]
     results.append(stage_split(config, run, results[0].fingerprint))
     summary: dict[str, Any] = {
         "versions": versions(),
-        "stages": [{"name": r.name, "ran": r.ran, "fingerprint": r.fingerprint, "seconds": r.seconds} for r in results],
+        "stages": [
+            {"name": r.name, "ran": r.ran, "fingerprint": r.fingerprint, "seconds": r.seconds}
+            for r in results
+        ],
     }
     write_json(run.path("run.json"), summary)
     for r in results:

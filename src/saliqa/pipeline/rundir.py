@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from saliqa.errors import RunDirError
 from saliqa.pipeline.artifacts import write_json
 
 
@@ -19,7 +20,12 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise RunDirError(f"run directory {self.root} is a file; choose another --out") from None
+        except OSError as error:
+            raise RunDirError(f"cannot create run directory {self.root}: {error.strerror}") from None
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)

@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from saliqa.iqa.categories import CATEGORIES  # noqa: E402
-from saliqa.pipeline.artifacts import atomic_path  # noqa: E402
+from saliqa.iqa.categories import CATEGORIES
+from saliqa.pipeline.artifacts import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

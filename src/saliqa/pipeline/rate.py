@@ -235,6 +235,8 @@ def rate_to_dir(
             write_table(part, frame)  # written last: the shard's commit mark
             frames.append(frame)
     ratings = ratings_frame([]) if not frames else pd.concat(frames, ignore_index=True)
+    # Rebuilt from plain records: parts read back from parquet and parts rated now then share one set of
+    # dtypes, so a resumed table is identical to an uninterrupted one.
     ratings = ratings_frame(ratings.to_dict("records"))
     write_table(out / RATINGS_FILE, ratings, meta)
     return ratings, reused

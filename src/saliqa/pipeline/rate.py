@@ -146,11 +146,11 @@ def rate_records(
     decoded = _ordered_map(
         lambda r: _decode(r, policy), items, workers, window=max(4, 2 * workers + batch_size)
     )
-    pending: list[tuple[dict[str, Any], DecodedImage | str]] = []
+    pending: list[tuple[dict[str, Any], DecodedImage | str]] = []  # everything since the last flush, in order
+    batch: list[tuple[dict[str, Any], DecodedImage]] = []  # its decoded images, all of one size
 
     def flush() -> Iterator[Rated]:
-        ok = [(r, d) for r, d in pending if isinstance(d, DecodedImage)]
-        rated = iter(_rate_batch(model, ok)) if ok else iter(())
+        rated = iter(_rate_batch(model, batch) if batch else ())
         for record, d in pending:
             if isinstance(d, DecodedImage):
                 yield next(rated)
@@ -159,13 +159,13 @@ def rate_records(
                 row.update(status="missing" if d == "file not found" else "rejected", reason=d)
                 yield Rated(row)
         pending.clear()
+        batch.clear()
 
     for record, d in decoded:
         if isinstance(d, DecodedImage):
-            sizes = {x.array.shape for _, x in pending if isinstance(x, DecodedImage)}
-            n_ok = sum(isinstance(x, DecodedImage) for _, x in pending)
-            if (sizes and d.array.shape not in sizes) or n_ok >= batch_size:
+            if batch and (d.array.shape != batch[0][1].array.shape or len(batch) >= batch_size):
                 yield from flush()
+            batch.append((record, d))
         pending.append((record, d))
     yield from flush()
 

@@ -50,23 +50,18 @@ def decode_policy(config: RunConfig) -> DecodePolicy:
     return DecodePolicy(max_pixels=c.max_pixels, oversize=c.oversize, min_side=c.min_side)
 
 
-def load_dataset(config: RunConfig, run: RunDir | None, progress: bool = True) -> ImageTable:
-    """The run's images: the demo (built once inside the run directory) or the configured dataset."""
-    data = config.data
-    if data.source == "demo":
-        if run is None:
-            raise ValueError("the demo is built inside a run directory")
-        from saliqa.data.demo import build_demo
+def demo_dataset(config: RunConfig, run: RunDir, progress: bool = True) -> ImageTable:
+    """The embedded demo, built once inside the run directory (rebuilt only when its settings change)."""
+    from saliqa.data.demo import build_demo
 
-        with progress_callback("build demo", enabled=progress) as report:
-            root = build_demo(
-                run.path("data", "demo"),
-                seed=config.seed,
-                views_per_class=data.demo_views_per_class,
-                progress=report,
-            )
-        return read_folder(root)
-    return open_dataset(data.source, data.root, listed_only=data.listed_only)
+    with progress_callback("build demo", enabled=progress) as report:
+        root = build_demo(
+            run.path("data", "demo"),
+            seed=config.seed,
+            views_per_class=config.data.demo_views_per_class,
+            progress=report,
+        )
+    return read_folder(root)
 
 
 def listing_fingerprint(table: ImageTable) -> str:
@@ -86,15 +81,14 @@ def listing_fingerprint(table: ImageTable) -> str:
 def stage_rate(config: RunConfig, run: RunDir, table: ImageTable, progress: bool) -> StageResult:
     model = load_quality_model(config.rate.iqa, device=config.rate.device)
     slice_ = {"images": config_to_dict(config.images), "iqa": config.rate.iqa}
-    fp = fingerprint("rate", _STAGE_VERSIONS["rate"], listing_fingerprint(table), slice_, model.fingerprint())
+    model_id = model.fingerprint()
+    fp = fingerprint("rate", _STAGE_VERSIONS["rate"], listing_fingerprint(table), slice_, model_id)
     outputs = [RATINGS_FILE, MAPS_DIR, FIGURE_HISTOGRAM, FIGURE_CATEGORIES]
     if run.is_done("rate", fp):
         return StageResult("rate", False, fp)
     run.invalidate("rate")  # its outputs are about to change: never leave them marked done meanwhile
     start = time.perf_counter()
-    meta = provenance(
-        "rate", fp, slice_, model=model.fingerprint(), device=str(model.device), dataset=table.source
-    )
+    meta = provenance("rate", fp, slice_, model=model_id, device=str(model.device), dataset=table.source)
     ratings, reused = rate_to_dir(
         table.frame,
         model,
@@ -110,7 +104,7 @@ def stage_rate(config: RunConfig, run: RunDir, table: ImageTable, progress: bool
     direction = "higher" if model.higher_is_better else "lower"
     label = f"{model.name.upper()} score ({direction} is better)"
     plot_quality_histogram(ratings, run.path(FIGURE_HISTOGRAM), score_label=label)
-    plot_category_counts(ratings, run.path(FIGURE_CATEGORIES), keep=config.split.keep)
+    plot_category_counts(ratings, run.path(FIGURE_CATEGORIES))  # no split setting: rate must not depend on it
     counts = ratings["status"].value_counts().to_dict()
     messages = [table.summary(), *table.notes, "status: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
     if reused:
@@ -146,10 +140,14 @@ def run_pipeline(config: RunConfig, out: str | Path, *, progress: bool = True) -
     # Everything that can be wrong with the config fails here, before the run directory is touched.
     decode_policy(config)
     resolve_device(config.rate.device)
-    listed = None if config.data.source == "demo" else load_dataset(config, None, progress)
+    data = config.data
+    table = (
+        None if data.source == "demo" else open_dataset(data.source, data.root, listed_only=data.listed_only)
+    )
     run = RunDir(out)
     write_text(run.path("config.toml"), dump_config(config))
-    table = listed if listed is not None else load_dataset(config, run, progress)
+    if table is None:
+        table = demo_dataset(config, run, progress)
     results = [stage_rate(config, run, table, progress)]
     results.append(stage_split(config, run, results[0].fingerprint))
     summary: dict[str, Any] = {

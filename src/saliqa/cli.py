@@ -91,31 +91,28 @@ def rate(
 
     config_from_dict({"rate": {"iqa": iqa, "device": device}}, origin="(command line)")
     table = collect_images(paths)
+    emit = _echo_json if as_json else _echo_text
     if out is not None:
         ratings = rate_images(
             table, iqa=iqa, out=out, device=device, batch_size=batch_size, workers=workers, progress=not quiet
         )
-        rows = ratings.to_dict("records")
-    else:
-        rows = []
-        with progress_bar(f"rate ({iqa})", total=len(table), enabled=not quiet) as bar:
-            for rated in iter_ratings(table, iqa=iqa, device=device, batch_size=batch_size, workers=workers):
-                bar.advance()
-                if as_json:
-                    typer.echo(_json_row(rated.row))
-                else:
-                    rows.append(rated.row)
-        if as_json:
-            return
-    if as_json:
-        for row in rows:
-            typer.echo(_json_row(row))
+        for row in ratings.to_dict("records"):
+            emit(row)
         return
-    for row in rows:
-        score = (
-            "" if row["status"] != "ok" else f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}"
-        )
-        typer.echo(f"{row['image_id']}\t{row['status']}\t{score or row['reason']}")
+    with progress_bar(f"rate ({iqa})", total=len(table), enabled=not quiet) as bar:
+        for rated in iter_ratings(table, iqa=iqa, device=device, batch_size=batch_size, workers=workers):
+            bar.advance()
+            emit(rated.row)
+
+
+def _echo_json(row: dict[str, Any]) -> None:
+    typer.echo(_json_row(row))
+
+
+def _echo_text(row: dict[str, Any]) -> None:
+    ok = row["status"] == "ok"
+    what = f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}" if ok else row["reason"]
+    typer.echo(f"{row['image_id']}\t{row['status']}\t{what}")
 
 
 @app.command("config")

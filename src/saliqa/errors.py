@@ -34,3 +34,15 @@ class WeightsNotFoundError(SaliqaError):
 
 class RunDirError(SaliqaError):
     """A run directory is unusable (e.g. its artifacts were made by another config)."""
+
+
+class CorruptionError(SaliqaError, ValueError):
+    """An unknown corruption, a severity outside 1-5, or an image the corruption cannot take."""
+
+
+class CheckpointError(SaliqaError):
+    """A checkpoint file is missing, unreadable, unsafe to load or made for another model."""
+
+
+class DownloadError(SaliqaError):
+    """A file could not be fetched or failed its size/hash check; the message says where to put it by hand."""

@@ -44,7 +44,7 @@ def _add_bad_files(root: Path) -> None:
 def test_run_writes_every_artifact_and_records_bad_images(folder_dataset: Path, tmp_path: Path) -> None:
     _add_bad_files(folder_dataset)
     out = tmp_path / "run"
-    results = run_pipeline(_config(folder_dataset, shard_size=5), out, progress=False)
+    results = run_pipeline(_config(folder_dataset, shard_size=5), out, until="split", progress=False)
     assert [r.name for r in results] == ["rate", "split"] and all(r.ran for r in results)
 
     ratings = pd.read_parquet(out / "ratings.parquet")
@@ -83,9 +83,9 @@ def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(
     folder_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    run_pipeline(_config(folder_dataset), out, progress=False)
+    run_pipeline(_config(folder_dataset), out, until="split", progress=False)
     stamp = (out / "ratings.parquet").stat().st_mtime_ns
-    again = run_pipeline(_config(folder_dataset, batch_size=3, workers=0), out, progress=False)
+    again = run_pipeline(_config(folder_dataset, batch_size=3, workers=0), out, until="split", progress=False)
     assert [r.ran for r in again] == [False, False]
     assert (out / "ratings.parquet").stat().st_mtime_ns == stamp
 
@@ -97,21 +97,27 @@ def test_second_run_does_no_work_and_one_setting_reruns_only_its_stage(
             "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
         }
     )
-    third = run_pipeline(changed, out, progress=False)
+    third = run_pipeline(changed, out, until="split", progress=False)
     assert [r.ran for r in third] == [False, True]
 
     (folder_dataset / "astronaut" / "astronaut_0.png").unlink()
-    fourth = run_pipeline(changed, out, progress=False)
+    fourth = run_pipeline(changed, out, until="split", progress=False)
     assert [r.ran for r in fourth] == [True, True]
     assert len(pd.read_parquet(out / "ratings.parquet")) == 11
 
 
 def test_batching_and_workers_do_not_change_ratings(folder_dataset: Path, tmp_path: Path) -> None:
     a = run_pipeline(
-        _config(folder_dataset, batch_size=1, workers=0, shard_size=1), tmp_path / "a", progress=False
+        _config(folder_dataset, batch_size=1, workers=0, shard_size=1),
+        tmp_path / "a",
+        until="split",
+        progress=False,
     )
     b = run_pipeline(
-        _config(folder_dataset, batch_size=8, workers=3, shard_size=100), tmp_path / "b", progress=False
+        _config(folder_dataset, batch_size=8, workers=3, shard_size=100),
+        tmp_path / "b",
+        until="split",
+        progress=False,
     )
     assert a[0].fingerprint == b[0].fingerprint
     pd.testing.assert_frame_equal(
@@ -122,7 +128,19 @@ def test_batching_and_workers_do_not_change_ratings(folder_dataset: Path, tmp_pa
 
 
 def _run_command(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "saliqa", "run", "--config", str(config), "--out", str(out), "-q"]
+    return [
+        sys.executable,
+        "-m",
+        "saliqa",
+        "run",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--until",
+        "split",
+        "-q",
+    ]
 
 
 def test_sigkill_during_rate_resumes_to_identical_ratings(tmp_path: Path) -> None:
@@ -165,7 +183,7 @@ def test_mit67_listed_but_absent_files_are_recorded_not_fatal(shared_data: Path,
             "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
         }
     )
-    results = run_pipeline(config, tmp_path / "run", progress=False)
+    results = run_pipeline(config, tmp_path / "run", until="split", progress=False)
     ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")
     counts = ratings["status"].value_counts().to_dict()
     assert counts == {"missing": 6689, "ok": 20}
@@ -178,7 +196,7 @@ def test_mit67_listed_but_absent_files_are_recorded_not_fatal(shared_data: Path,
 def test_scene15_grey_photos_rate_and_split_with_the_defaults(shared_data: Path, tmp_path: Path) -> None:
     root = shared_data / "scene15_indoor" / "train"
     config = config_from_dict({"data": {"source": "folder", "root": str(root)}, "rate": {"device": "cpu"}})
-    results = run_pipeline(config, tmp_path / "run", progress=False)
+    results = run_pipeline(config, tmp_path / "run", until="split", progress=False)
     ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")
     assert len(ratings) == 600 and (ratings["status"] == "ok").all()  # grey JPEGs decode as RGB
     assert ratings.groupby("label").size().to_dict() == dict.fromkeys(
@@ -192,3 +210,62 @@ def test_scene15_grey_photos_rate_and_split_with_the_defaults(shared_data: Path,
         assert (group["split"] == "val").sum() == min(n - 1, max(1, int(n * 0.2 + 0.5))), label
     too_small = set(ratings["label"]) - set(kept["label"])
     assert all(any(f"'{label}'" in m for m in results[1].messages) for label in too_small)
+
+
+def _full_config(root: Path, extra: Path | None = None, **evaluate: object) -> object:
+    values = {
+        "data": {"source": "folder", "root": str(root)},
+        "rate": {"device": "cpu"},
+        "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"], "val_fraction": 0.34},
+        "train": {"epochs": 2, "batch_size": 4, "image_size": 64, "workers": 0, "device": "cpu"},
+        "evaluate": {"crop": 64, "workers": 0, "device": "cpu", "bootstrap": 200, **evaluate},
+    }
+    if extra is not None:
+        values["evaluate"]["extra_sets"] = [{"name": "test", "source": "folder", "root": str(extra)}]
+    return config_from_dict(values)
+
+
+def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) -> None:
+    from saliqa.pipeline.evaluate import EVAL_COLUMNS
+    from saliqa.stats import SUMMARY_COLUMNS
+
+    root = make_folder_dataset(tmp_path / "dataset", per_class=6, side=96)
+    extra = make_folder_dataset(tmp_path / "extra", per_class=2, side=80)  # under 224: fine at crop 64
+    (extra / "coffee" / "broken.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "run"
+    results = run_pipeline(_full_config(root, extra), out, progress=False)
+    assert [r.name for r in results] == ["rate", "split", "train", "evaluate"] and all(r.ran for r in results)
+
+    for name in (
+        "model/best.pt",
+        "model/last.pt",
+        "model/train_log.parquet",
+        "figures/training_curves.png",
+        "figures/eval_overview.png",
+        "figures/eval_overview_test.png",
+        *(f"figures/eval_{c}.png" for c in ("brightness", "contrast", "saturate", "jpeg_compression")),
+    ):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_parquet(out / "eval.parquet")
+    assert tuple(table.columns) == EVAL_COLUMNS
+    split = pd.read_parquet(out / "split.parquet")
+    n_val = int((split["split"] == "val").sum())
+    assert len(table) == (n_val + 7) * 9  # validation images and the extra set, each under 9 conditions
+    assert set(table["set"]) == {"val", "test"}
+    broken = table[table["image_id"] == "coffee/broken.png"]
+    assert (broken["status"] == "rejected").all() and len(broken) == 9
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert tuple(summary.columns) == SUMMARY_COLUMNS and len(summary) == 2 * 9
+    clean = summary[(summary["set"] == "val") & (summary["corruption"] == "none")].iloc[0]
+    ok = table[(table["set"] == "val") & (table["corruption"] == "none") & (table["status"] == "ok")]
+    assert clean["n"] == len(ok) == n_val
+    assert clean["top1_acc"] == pytest.approx(ok["top1"].mean())
+    assert clean["mean_quality"] == pytest.approx(ok["quality"].mean())
+    assert read_provenance(out / "eval.parquet")["stage"] == "evaluate"
+    assert not (out / "eval.parts").exists()
+
+    again = run_pipeline(_full_config(root, extra), out, progress=False)
+    assert [r.ran for r in again] == [False, False, False, False]
+    fewer = run_pipeline(_full_config(root, extra, severities=[3]), out, progress=False)
+    assert [r.ran for r in fewer] == [False, False, False, True]
+    assert set(pd.read_parquet(out / "eval.parquet")["severity"]) == {0, 3}

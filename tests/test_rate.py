@@ -100,7 +100,7 @@ def _interrupt(monkeypatch: pytest.MonkeyPatch, config: object, out: Path, stop_
         "saliqa.pipeline.run.load_quality_model", lambda name, device: _FlakyPIQE(stop_after=stop_after)
     )
     with pytest.raises(_Interrupted):
-        run_pipeline(config, out, progress=False)
+        run_pipeline(config, out, until="split", progress=False)
     monkeypatch.undo()
 
 
@@ -108,11 +108,11 @@ def test_resume_with_another_shard_size_rates_every_image(
     folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reference = tmp_path / "reference"
-    run_pipeline(_config(folder_dataset, batch_size=1), reference, progress=False)
+    run_pipeline(_config(folder_dataset, batch_size=1), reference, until="split", progress=False)
     out = tmp_path / "run"
     _interrupt(monkeypatch, _config(folder_dataset, batch_size=1, shard_size=1), out, stop_after=6)
     assert len(list((out / "ratings.parts").glob("part-*.parquet"))) == 6
-    run_pipeline(_config(folder_dataset, batch_size=1, shard_size=4), out, progress=False)
+    run_pipeline(_config(folder_dataset, batch_size=1, shard_size=4), out, until="split", progress=False)
     assert_same_run(out, reference)
 
 
@@ -120,9 +120,9 @@ def test_an_interrupted_other_config_never_leaves_stale_outputs_marked_done(
     folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reference = tmp_path / "reference"
-    run_pipeline(_config(folder_dataset, batch_size=1), reference, progress=False)
+    run_pipeline(_config(folder_dataset, batch_size=1), reference, until="split", progress=False)
     out = tmp_path / "run"
-    run_pipeline(_config(folder_dataset, batch_size=1), out, progress=False)
+    run_pipeline(_config(folder_dataset, batch_size=1), out, until="split", progress=False)
     other = config_from_dict(
         {
             "data": {"source": "folder", "root": str(folder_dataset)},
@@ -132,6 +132,6 @@ def test_an_interrupted_other_config_never_leaves_stale_outputs_marked_done(
     )
     _interrupt(monkeypatch, other, out, stop_after=3)
     assert len(MapStore(out / "quality_maps")) == 3  # the other config's maps, 200x200
-    results = run_pipeline(_config(folder_dataset, batch_size=1), out, progress=False)
+    results = run_pipeline(_config(folder_dataset, batch_size=1), out, until="split", progress=False)
     assert results[0].ran  # the first config's maps were touched, so rate runs again
     assert_same_run(out, reference)

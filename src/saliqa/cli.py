@@ -49,15 +49,29 @@ def run(
         Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory; default: runs/<config name>.")] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Initial classifier weights: random, imagenet (downloaded once) or a checkpoint path; "
+            "overrides train.pretrained."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last stage to run: rate, split, train or evaluate (default: all).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run every stage that is not up to date (resumes a killed run)."""
-    from saliqa.config import load_config
+    from saliqa.config import config_from_dict, config_to_dict, load_config
     from saliqa.pipeline.run import run_pipeline
 
     resolved = load_config(config)
+    if pretrained is not None:
+        values = config_to_dict(resolved)
+        values["train"]["pretrained"] = pretrained
+        resolved = config_from_dict(values, origin="(--pretrained)")
     out = out or Path("runs") / (config.stem if config else "demo")
-    for result in run_pipeline(resolved, out, progress=not quiet):
+    for result in run_pipeline(resolved, out, until=until, progress=not quiet):
         state = f"done in {result.seconds:.1f} s" if result.ran else "up to date, skipped"
         typer.echo(f"{result.name}: {state}", err=True)
         for message in result.messages:

@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from saliqa.errors import ConfigError
 from saliqa.iqa.categories import CATEGORIES
 
 QUALITY_MODELS: tuple[str, ...] = ("piqe",)
 """Quality models this version can run; others fail at validation, never silently fall back."""
+
+
+def _check_device(value: str) -> str:
+    if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+"""``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
 class _Section(BaseModel):
@@ -65,8 +83,7 @@ class RateConfig(_Section):
     """Stage rate: the quality judge and how the work is cut."""
 
     iqa: str = "piqe"
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    device: Device = "auto"
     batch_size: int = Field(16, ge=1)
     """Images of equal size rated in one call."""
     shard_size: int = Field(256, ge=1)
@@ -79,13 +96,6 @@ class RateConfig(_Section):
     def _known_model(cls, value: str) -> str:
         if value not in QUALITY_MODELS:
             raise ValueError(f"unknown quality model {value!r}; choose one of {', '.join(QUALITY_MODELS)}")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device_syntax(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
         return value
 
 
@@ -105,6 +115,122 @@ class SplitConfig(_Section):
         return tuple(c for c in CATEGORIES if c in value)
 
 
+CLASSIFIERS: tuple[str, ...] = ("p2p-resnet18", "resnet18", "resnet50")
+"""Built-in classifier architectures; ``timm:<name>`` names any timm model (needs ``saliqa[timm]``)."""
+
+
+class TrainConfig(_Section):
+    """Stage train: the classifier of the study, trained on the train split.
+
+    The defaults train ``p2p-resnet18`` from a seeded random initialisation, sized for the demo on a CPU;
+    for MIT Indoor 67 set ``pretrained = "imagenet"`` and more epochs.
+    """
+
+    arch: str = "p2p-resnet18"
+    """``p2p-resnet18`` (ResNet-18 body, PaQ-2-PiQ's RoIPool head), ``resnet18``, ``resnet50``, ``timm:<name>``."""
+    pretrained: str = "random"
+    """``random`` (seeded), ``imagenet`` (torchvision's weights, downloaded once into the torch hub cache) or
+    the path of a checkpoint in torchvision's ResNet format (its body is loaded, the head initialised)."""
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(16, ge=2)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    """Peak learning rate."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum (AdamW: beta1)."""
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
+    """Per-step schedule; ``cosine`` decays to 0 after ``warmup_epochs`` of linear warm-up."""
+    warmup_epochs: float = Field(1.0, ge=0)
+    step_epochs: int = Field(10, ge=1)
+    """``step`` only: multiply the rate by ``step_gamma`` every this many epochs."""
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    image_size: int = Field(224, ge=32)
+    device: Device = "auto"
+    workers: int = Field(2, ge=0)
+    """Data-loading processes (0 = load in the main process)."""
+    amp: bool = True
+    """Mixed precision (float16 autocast and gradient scaling) on CUDA; CPU always trains in float32."""
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        if value not in CLASSIFIERS and not (value.startswith("timm:") and len(value) > 5):
+            raise ValueError(
+                f"unknown classifier {value!r}; choose one of {', '.join(CLASSIFIERS)} or timm:<name>"
+            )
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_value(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("pretrained must be random, imagenet or a checkpoint path")
+        return value
+
+
+class EvalSetConfig(_Section):
+    """An extra evaluation set (e.g. a dataset's official test folder), evaluated beside the validation split."""
+
+    name: str
+    source: Literal["folder", "mit67", "manifest"] = "folder"
+    root: Path
+    listed_only: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if value == "val" or not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError(f"set name {value!r}: use letters, digits, - or _, and not 'val'")
+        return value
+
+
+class EvaluateConfig(_Section):
+    """Stage evaluate: each evaluation image x condition, distorted at full size, then centre-cropped."""
+
+    corruptions: tuple[str, ...] = ("brightness", "contrast", "saturate", "jpeg_compression")
+    severities: tuple[int, ...] = (1, 2)
+    """The report's protocol: the four corruptions above at severities 1 and 2 (plus the clean image)."""
+    crop: int = Field(224, ge=32)
+    checkpoint: Literal["best", "last"] = "best"
+    batch_size: int = Field(64, ge=1)
+    """Crops per forward pass of the classifier and the quality model."""
+    shard_size: int = Field(128, ge=1)
+    """Images per resumable unit of work."""
+    workers: int = Field(2, ge=0)
+    """Processes that decode and distort ahead of the models (0 = in the main process)."""
+    device: Device = "auto"
+    bootstrap: int = Field(1000, ge=100)
+    """Resamples behind each 95% interval of summary.parquet."""
+    extra_sets: tuple[EvalSetConfig, ...] = ()
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from saliqa.corrupt import check_corruption
+
+        for name in value:
+            check_corruption(name)
+        if len(set(value)) != len(value):
+            raise ValueError("corruptions are listed more than once")
+        return value
+
+    @field_validator("severities")
+    @classmethod
+    def _severity_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(1 <= s <= 5 for s in value):
+            raise ValueError("severities must be between 1 and 5")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _distinct_sets(self) -> EvaluateConfig:
+        names = [s.name for s in self.extra_sets]
+        if len(set(names)) != len(names):
+            raise ValueError("extra_sets: names must be distinct")
+        return self
+
+
 class RunConfig(_Section):
     """A whole run. One seed drives every random choice."""
 
@@ -113,6 +239,8 @@ class RunConfig(_Section):
     images: ImagesConfig = ImagesConfig()
     rate: RateConfig = RateConfig()
     split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _explain(error: ValidationError, origin: str) -> ConfigError:
@@ -138,7 +266,8 @@ def config_from_dict(values: dict[str, Any], origin: str = "(dict)") -> RunConfi
 def load_config(path: str | Path | None = None) -> RunConfig:
     """Read and validate a TOML config; ``None`` gives the defaults (the embedded demo).
 
-    Relative ``data.root`` paths are resolved against the config file's folder.
+    Relative paths (``data.root``, ``train.pretrained``, ``evaluate.extra_sets[].root``) are resolved against
+    the config file's folder.
     """
     if path is None:
         return RunConfig()
@@ -151,10 +280,23 @@ def load_config(path: str | Path | None = None) -> RunConfig:
         raise ConfigError(f"cannot read config {path}: {type(error).__name__}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
-    root = values.get("data", {}).get("root") if isinstance(values.get("data"), dict) else None
-    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
-        values["data"]["root"] = str((path.parent / root).resolve())
+    _resolve_paths(values, path.parent)
     return config_from_dict(values, origin=str(path))
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> None:
+    """Make the config's relative file paths relative to the config file's folder, in place."""
+
+    def resolve(section: Any, key: str, keep: tuple[str, ...] = ()) -> None:
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and value not in keep and not Path(value).expanduser().is_absolute():
+            section[key] = str((base / value).resolve())
+
+    resolve(values.get("data"), "root")
+    resolve(values.get("train"), "pretrained", keep=("random", "imagenet"))
+    evaluate = values.get("evaluate")
+    for extra in evaluate.get("extra_sets", []) if isinstance(evaluate, dict) else []:
+        resolve(extra, "root")
 
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """``saliqa run``: the stages that exist, in order, each skipped when its fingerprint is unchanged.
 
-rate -> ``ratings.parquet`` + ``quality_maps/`` + figures; split -> ``split.parquet``. A stage's fingerprint
+rate -> ``ratings.parquet`` + ``quality_maps/`` + figures; split -> ``split.parquet``; train -> ``model/``
+(``best.pt``, ``last.pt``, ``train_log.parquet``) + figure; evaluate -> ``eval.parquet``, ``summary.parquet``
++ figures. A stage's fingerprint
 covers its config slice and the fingerprints of its inputs, so changing one setting reruns only what depends
 on it, and a second run with the same config does no work.
 """
@@ -15,24 +17,36 @@ from typing import Any
 
 import pandas as pd
 
+from saliqa.classify.checkpoint import classifier_from_checkpoint
+from saliqa.classify.models import check_pretrained
+from saliqa.classify.train import BEST, LAST, LOG, Trainer
 from saliqa.config import RunConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
+from saliqa.errors import ConfigError
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.artifacts import fingerprint, provenance, versions, write_json, write_table, write_text
+from saliqa.pipeline.evaluate import EVAL_FILE, Judges, conditions, evaluate_to_dir
+from saliqa.pipeline.evaluate import discard_parts as discard_eval_parts
 from saliqa.pipeline.rate import MAPS_DIR, RATINGS_FILE, discard_parts, rate_to_dir
 from saliqa.pipeline.rundir import RunDir
 from saliqa.progress import progress_callback
+from saliqa.report.eval_figures import plot_corruption_curves, plot_corruption_overview, plot_training_curves
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
+from saliqa.stats import summarize_eval
 
 log = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.parquet"
 FIGURE_HISTOGRAM = "figures/quality_histogram.png"
 FIGURE_CATEGORIES = "figures/category_counts.png"
-_STAGE_VERSIONS = {"rate": 1, "split": 1}
+FIGURE_TRAINING = "figures/training_curves.png"
+FIGURE_OVERVIEW = "figures/eval_overview.png"
+MODEL_DIR = "model"
+SUMMARY_FILE = "summary.parquet"
+_STAGE_VERSIONS = {"rate": 1, "split": 1, "train": 1, "evaluate": 1}
 """Bumped when a stage's code changes its output, so old artifacts are not reused."""
 
 
@@ -135,11 +149,179 @@ def stage_split(config: RunConfig, run: RunDir, rate_fp: str) -> StageResult:
     return StageResult("split", True, fp, seconds, messages)
 
 
-def run_pipeline(config: RunConfig, out: str | Path, *, progress: bool = True) -> list[StageResult]:
-    """Run every stage that is not up to date in the run directory ``out``; return what each did."""
+def _split_records(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and validation rows (``image_id, path, label``) of the split."""
+    split = pd.read_parquet(run.path(SPLIT_FILE))
+    ratings = pd.read_parquet(run.path(RATINGS_FILE), columns=["image_id", "path", "label"])
+    rows = split.merge(ratings, on="image_id", how="left")
+    return rows[rows["split"] == "train"], rows[rows["split"] == "val"]
+
+
+def _pretrained_identity(pretrained: str) -> Any:
+    """What the initial weights are, for the fingerprint: the name, or a local file's size and time."""
+    if pretrained in ("random", "imagenet"):
+        return pretrained
+    stat = Path(pretrained).expanduser().stat()
+    return [str(Path(pretrained).expanduser().resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def stage_train(config: RunConfig, run: RunDir, split_fp: str, progress: bool) -> StageResult:
+    device = resolve_device(config.train.device)
+    t = config.train
+    # Loader workers do not change a single number (every random draw is keyed by image): not fingerprinted.
+    slice_ = {
+        "train": {k: v for k, v in config_to_dict(t).items() if k not in ("workers", "device")},
+        "seed": config.seed,
+        "images": config_to_dict(config.images),
+    }
+    fp = fingerprint(
+        "train", _STAGE_VERSIONS["train"], split_fp, slice_, _pretrained_identity(t.pretrained), device.type
+    )
+    outputs = [f"{MODEL_DIR}/{BEST}", f"{MODEL_DIR}/{LAST}", f"{MODEL_DIR}/{LOG}", FIGURE_TRAINING]
+    if run.is_done("train", fp):
+        return StageResult("train", False, fp)
+    run.invalidate("train")
+    start = time.perf_counter()
+    train, val = _split_records(run)
+    meta = provenance("train", fp, slice_, split=split_fp, device=str(device))
+    result = Trainer(
+        train,
+        val,
+        t,
+        run.path(MODEL_DIR),
+        seed=config.seed,
+        fingerprint=fp,
+        device=device,
+        policy=decode_policy(config),
+        meta=meta,
+        progress=progress,
+    ).run()
+    plot_training_curves(result.log, run.path(FIGURE_TRAINING))
+    best = result.log[result.log["epoch"] == result.best_epoch].iloc[0]
+    messages = [
+        f"train: {len(train)} images, {len(result.classes)} classes, {t.arch} from {result.init}",
+        f"best epoch {result.best_epoch}/{t.epochs}: val top-1 {best.val_top1:.3f}, top-5 {best.val_top5:.3f}",
+    ]
+    if result.resumed_epochs:
+        messages.append(f"resumed: {result.resumed_epochs} epoch(s) reused from an interrupted run")
+    seconds = time.perf_counter() - start
+    run.mark_done("train", fp, outputs, seconds=seconds, best_epoch=result.best_epoch, messages=messages)
+    return StageResult("train", True, fp, seconds, messages)
+
+
+def _eval_records(config: RunConfig, run: RunDir) -> tuple[pd.DataFrame, list[Any]]:
+    """The validation split plus every extra evaluation set, with a ``set`` column; and their identities."""
+    _, val = _split_records(run)
+    frames = [val.assign(set="val", present=True)[["image_id", "path", "label", "set", "present"]]]
+    identities: list[Any] = []
+    for extra in config.evaluate.extra_sets:
+        table = open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
+        frames.append(table.frame.assign(set=extra.name)[["image_id", "path", "label", "set", "present"]])
+        identities.append([extra.name, listing_fingerprint(table)])
+    return pd.concat(frames, ignore_index=True), identities
+
+
+def stage_evaluate(config: RunConfig, run: RunDir, train_fp: str, progress: bool) -> StageResult:
+    e = config.evaluate
+    device = resolve_device(e.device)
+    records, sets = _eval_records(config, run)
+    quality = load_quality_model(config.rate.iqa, device=e.device)
+    slice_ = {
+        "evaluate": {
+            k: v for k, v in config_to_dict(e).items() if k not in ("workers", "shard_size", "device")
+        },
+        "seed": config.seed,
+        "images": config_to_dict(config.images),
+        "iqa": config.rate.iqa,
+    }
+    fp = fingerprint(
+        "evaluate", _STAGE_VERSIONS["evaluate"], train_fp, slice_, sets, quality.fingerprint(), device.type
+    )
+    if run.is_done("evaluate", fp):
+        return StageResult("evaluate", False, fp)
+    run.invalidate("evaluate")
+    start = time.perf_counter()
+    checkpoint = run.path(MODEL_DIR, BEST if e.checkpoint == "best" else LAST)
+    classifier, state = classifier_from_checkpoint(checkpoint, device)
+    judges = Judges(classifier, list(state["classes"]), quality, e.batch_size)
+    conds = conditions(e.corruptions, e.severities)
+    meta = provenance(
+        "evaluate",
+        fp,
+        slice_,
+        train=train_fp,
+        model=quality.fingerprint(),
+        device=str(device),
+        checkpoint=e.checkpoint,
+    )
+    table, reused = evaluate_to_dir(
+        records,
+        judges,
+        conds,
+        run.root,
+        fp=fp,
+        meta=meta,
+        crop=e.crop,
+        seed=config.seed,
+        policy=decode_policy(config),
+        shard_size=e.shard_size,
+        workers=e.workers,
+        progress=progress,
+    )
+    summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
+    write_table(run.path(SUMMARY_FILE), summary, meta)
+    judge = quality.name.upper()
+    figures = [FIGURE_OVERVIEW]
+    plot_corruption_overview(summary, run.path(FIGURE_OVERVIEW), judge=judge)
+    for name in e.corruptions:
+        figure = f"figures/eval_{name}.png"
+        plot_corruption_curves(summary, name, run.path(figure), judge=judge)
+        figures.append(figure)
+    for extra in config.evaluate.extra_sets:
+        figure = f"figures/eval_overview_{extra.name}.png"
+        plot_corruption_overview(summary, run.path(figure), judge=judge, eval_set=extra.name)
+        figures.append(figure)
+    messages = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
+    counts = table["status"].value_counts().to_dict()
+    messages.append("eval rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if reused:
+        messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
+    seconds = time.perf_counter() - start
+    run.mark_done("evaluate", fp, [EVAL_FILE, SUMMARY_FILE, *figures], seconds=seconds, messages=messages)
+    discard_eval_parts(run.root)
+    return StageResult("evaluate", True, fp, seconds, messages)
+
+
+def _summary_line(summary: pd.DataFrame, eval_set: str) -> str:
+    clean = summary[(summary["set"] == eval_set) & (summary["corruption"] == "none")]
+    if clean.empty:
+        return f"{eval_set}: nothing evaluated"
+    row = clean.iloc[0]
+    return (
+        f"{eval_set} clean ({row.n} images): top-1 {row.top1_acc:.3f} [{row.top1_lo:.3f}, {row.top1_hi:.3f}], "
+        f"top-5 {row.top5_acc:.3f}, mean quality {row.mean_quality:.1f}"
+    )
+
+
+STAGES = ("rate", "split", "train", "evaluate")
+
+
+def run_pipeline(
+    config: RunConfig, out: str | Path, *, until: str | None = None, progress: bool = True
+) -> list[StageResult]:
+    """Run every stage that is not up to date in the run directory ``out``; return what each did.
+
+    ``until`` names the last stage to run (e.g. ``"split"`` to rate and split only).
+    """
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
     # Everything that can be wrong with the config fails here, before the run directory is touched.
     decode_policy(config)
-    resolve_device(config.rate.device)
+    for device in (config.rate.device, config.train.device, config.evaluate.device):
+        resolve_device(device)
+    check_pretrained(config.train.arch, config.train.pretrained)
+    for extra in config.evaluate.extra_sets:
+        open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
     data = config.data
     table = (
         None if data.source == "demo" else open_dataset(data.source, data.root, listed_only=data.listed_only)
@@ -149,7 +331,15 @@ def run_pipeline(config: RunConfig, out: str | Path, *, progress: bool = True) -
     if table is None:
         table = demo_dataset(config, run, progress)
     results = [stage_rate(config, run, table, progress)]
-    results.append(stage_split(config, run, results[0].fingerprint))
+    later = {
+        "split": lambda fp: stage_split(config, run, fp),
+        "train": lambda fp: stage_train(config, run, fp, progress),
+        "evaluate": lambda fp: stage_evaluate(config, run, fp, progress),
+    }
+    for stage in later.values():
+        if results[-1].name == until:
+            break
+        results.append(stage(results[-1].fingerprint))
     summary: dict[str, Any] = {
         "versions": versions(),
         "stages": [

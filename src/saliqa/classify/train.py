@@ -1,0 +1,376 @@
+"""Training the classifier on the train split, validated on clean centre crops after every epoch.
+
+Reproducible by construction: the initial weights, each epoch's image order, each image's crop and flip, and
+the dropout masks of each epoch come from streams derived from the run's seed, so a run killed after epoch k
+and resumed from ``last.pt`` ends bit-identical (on CPU) to one that was never interrupted. Every epoch ends
+with ``last.pt`` (weights, optimiser, schedule, log) and, when validation top-1 improves, ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from saliqa.classify.checkpoint import load_checkpoint, save_checkpoint
+from saliqa.classify.models import build_classifier, init_weights
+from saliqa.classify.transforms import eval_view, train_view
+from saliqa.config import TrainConfig, config_to_dict
+from saliqa.errors import ImageRejected
+from saliqa.images import DecodePolicy, decode_image
+from saliqa.pipeline.artifacts import write_table
+from saliqa.progress import progress_bar
+from saliqa.seeding import derive_seed, rng_for
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, LOG = "last.pt", "best.pt", "train_log.parquet"
+LOG_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "skipped",
+    "seconds",
+)
+
+
+class _Images(Dataset):
+    """Decoded, transformed images of a split as (index, uint8 crop or None, class index)."""
+
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        classes: list[str],
+        view: Callable[[np.ndarray, dict[str, Any]], torch.Tensor],
+        policy: DecodePolicy,
+    ) -> None:
+        self.records, self.view, self.policy = records, view, policy
+        self.index = {c: i for i, c in enumerate(classes)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int]:
+        record = self.records[i]
+        try:
+            image = decode_image(record["path"], self.policy).array
+        except ImageRejected as reject:  # changed since it was rated: skip it, counted in the log
+            log.warning("skipping %s: %s", record["image_id"], reject.reason)
+            return i, None, -1
+        return i, self.view(image, record), self.index[record["label"]]
+
+
+@dataclass(frozen=True)
+class _TrainView:
+    """Picklable (for spawned workers): the epoch's random crop of one image, from its own stream."""
+
+    size: int
+    seed: int
+    epoch: int
+
+    def __call__(self, image: np.ndarray, record: dict[str, Any]) -> torch.Tensor:
+        return train_view(image, self.size, rng_for(self.seed, "augment", self.epoch, record["image_id"]))
+
+
+@dataclass(frozen=True)
+class _EvalView:
+    size: int
+
+    def __call__(self, image: np.ndarray, record: dict[str, Any]) -> torch.Tensor:
+        return eval_view(image, self.size)[0]
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    kept = [(x, y) for _, x, y in items if x is not None]
+    if not kept:
+        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long), len(items)
+    return torch.stack([x for x, _ in kept]), torch.tensor([y for _, y in kept]), len(items) - len(kept)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch; a last batch of one image joins the previous one (BatchNorm)."""
+    order = rng_for(seed, "shuffle", epoch).permutation(n).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2].extend(batches.pop())
+    return batches
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based) for cosine, step and constant schedules."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    if config.schedule == "step":
+        return config.step_gamma ** ((step // steps_per_epoch) // config.step_epochs)
+    return 1.0
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False
+        )
+    return torch.optim.AdamW(
+        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+    )
+
+
+def _scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.lr,
+            total_steps=config.epochs * steps_per_epoch,
+            cycle_momentum=config.momentum > 0,
+            base_momentum=0.85 * config.momentum,
+            max_momentum=config.momentum,
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step, steps_per_epoch))
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the per-epoch log, the best epoch and how many epochs a resume reused."""
+
+    log: pd.DataFrame
+    classes: list[str]
+    best_epoch: int
+    resumed_epochs: int
+    init: str
+
+
+class Trainer:
+    """One training run in ``out`` (``last.pt``, ``best.pt``, ``train_log.parquet``)."""
+
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        config: TrainConfig,
+        out: Path,
+        *,
+        seed: int,
+        fingerprint: str,
+        device: torch.device,
+        policy: DecodePolicy | None = None,
+        meta: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.out, self.seed, self.fp, self.device = config, Path(out), seed, fingerprint, device
+        self.policy, self.meta, self.progress = policy or DecodePolicy(), meta or {}, progress
+        self.classes = sorted(train["label"].unique().tolist())
+        self.train_records = train[["image_id", "path", "label"]].to_dict("records")
+        known = set(self.classes)
+        self.val_records = [
+            r for r in val[["image_id", "path", "label"]].to_dict("records") if r["label"] in known
+        ]
+        self.amp = config.amp and device.type == "cuda"
+        self.steps_per_epoch = len(epoch_batches(len(self.train_records), config.batch_size, seed, 1))
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        workers = min(self.config.workers, len(batches))
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if workers else None,
+        )
+
+    def _train_data(self, epoch: int) -> DataLoader:
+        view = _TrainView(self.config.image_size, self.seed, epoch)
+        batches = epoch_batches(len(self.train_records), self.config.batch_size, self.seed, epoch)
+        return self._loader(_Images(self.train_records, self.classes, view, self.policy), batches)
+
+    def _val_data(self) -> DataLoader:
+        size, n, bs = self.config.image_size, len(self.val_records), 2 * self.config.batch_size
+        dataset = _Images(self.val_records, self.classes, _EvalView(size), self.policy)
+        return self._loader(dataset, [list(range(i, min(n, i + bs))) for i in range(0, n, bs)])
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True).float().div_(255.0)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+
+    # -- one epoch ---------------------------------------------------------------------------------------------
+    def _train_epoch(self, model, optimizer, scheduler, scaler, epoch: int, bar) -> dict[str, float]:
+        model.train()
+        torch.manual_seed(derive_seed(self.seed, "dropout", epoch))  # dropout masks: a function of the epoch
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        for x, y, n_skipped in self._train_data(epoch):
+            skipped += n_skipped
+            if len(y) < 2:  # BatchNorm cannot train on one image; keep the schedule in step regardless
+                scheduler.step()
+                bar.advance()
+                continue
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(y)
+            bar.advance()
+        lr = optimizer.param_groups[0]["lr"]
+        return {
+            "lr": lr,
+            "train_loss": loss_sum / max(1, seen),
+            "train_acc": correct / max(1, seen),
+            "skipped": skipped,
+        }
+
+    @torch.inference_mode()
+    def _validate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+        k = min(5, len(self.classes))
+        for x, y, _ in self._val_data():
+            if len(y) == 0:
+                continue
+            x, y = self._to_device(x, y)
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            best = logits.topk(k, dim=1).indices
+            top1 += int((best[:, 0] == y).sum())
+            top5 += int((best == y[:, None]).any(1).sum())
+            seen += len(y)
+        if seen == 0:
+            return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan")}
+        return {"val_loss": loss_sum / seen, "val_top1": top1 / seen, "val_top5": top5 / seen}
+
+    # -- the run ------------------------------------------------------------------------------------------------
+    def _checkpoint_extra(self, epoch: int, row: dict[str, Any], init: str) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fp,
+            "epoch": epoch,
+            "metrics": row,
+            "config": config_to_dict(self.config),
+            "seed": self.seed,
+            "init": init,
+            "provenance": self.meta,
+        }
+
+    def _resume_state(self) -> dict[str, Any] | None:
+        """``last.pt`` when it belongs to this very training (same fingerprint), else None."""
+        path = self.out / LAST
+        if not path.exists():
+            return None
+        try:
+            state = load_checkpoint(path)
+        except Exception as error:  # noqa: BLE001 - an unreadable leftover is replaced, never trusted
+            log.warning("ignoring %s: %s", path, error)
+            return None
+        return state if state.get("fingerprint") == self.fp else None
+
+    def run(self) -> TrainResult:
+        config = self.config
+        model = build_classifier(config.arch, len(self.classes), seed=self.seed)
+        init = init_weights(model, config.pretrained, progress=self.progress)
+        model.to(self.device)
+        optimizer = _optimizer(config, model)
+        scheduler = _scheduler(config, optimizer, self.steps_per_epoch)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        rows: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"epoch": 0, "val_top1": -1.0, "val_loss": math.inf}
+        start = 0
+        if (state := self._resume_state()) is not None:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            rows, best, start, init = (
+                list(state["log"]),
+                dict(state["best"]),
+                int(state["epoch"]),
+                state["init"],
+            )
+            log.info("resuming training after epoch %d of %d", start, config.epochs)
+        self.out.mkdir(parents=True, exist_ok=True)
+        total = config.epochs * self.steps_per_epoch
+        devices = [self.device] if self.device.type == "cuda" else []
+        # Dropout draws from torch's global RNG, seeded per epoch; the caller's RNG state is restored after.
+        with (
+            torch.random.fork_rng(devices=devices, device_type="cuda"),
+            progress_bar(f"train ({config.arch})", total=total, enabled=self.progress) as bar,
+        ):
+            bar.advance(start * self.steps_per_epoch)
+            for epoch in range(start + 1, config.epochs + 1):
+                began = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch}
+                row.update(self._train_epoch(model, optimizer, scheduler, scaler, epoch, bar))
+                row.update(self._validate(model))
+                row["seconds"] = time.perf_counter() - began
+                rows.append(row)
+                extra = self._checkpoint_extra(epoch, row, init)
+                if _better(row, best):
+                    best = {"epoch": epoch, "val_top1": row["val_top1"], "val_loss": row["val_loss"]}
+                    save_checkpoint(self.out / BEST, model, classes=self.classes, extra=extra)
+                save_checkpoint(
+                    self.out / LAST,
+                    model,
+                    classes=self.classes,
+                    extra={
+                        **extra,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "log": rows,
+                        "best": best,
+                    },
+                )
+                log.info(
+                    "epoch %d/%d: train loss %.3f, val top-1 %.3f",
+                    epoch,
+                    config.epochs,
+                    row["train_loss"],
+                    row["val_top1"],
+                )
+        frame = log_frame(rows)
+        write_table(self.out / LOG, frame, self.meta)
+        return TrainResult(frame, self.classes, int(best["epoch"]), start, init)
+
+
+def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Higher validation top-1 wins; on a tie, lower validation loss; on a tie again, the earlier epoch."""
+    top1 = -1.0 if math.isnan(row["val_top1"]) else row["val_top1"]
+    loss = math.inf if math.isnan(row["val_loss"]) else row["val_loss"]
+    return best["epoch"] == 0 or (top1, -loss) > (best["val_top1"], -best["val_loss"])
+
+
+def log_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
+    frame["epoch"] = frame["epoch"].astype("int64")
+    frame["skipped"] = frame["skipped"].astype("int64")
+    return frame

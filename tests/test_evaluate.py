@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import imagecorruptions
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+from saliqa.classify.models import build_classifier
+from saliqa.data.readers import read_folder
+from saliqa.images import DecodePolicy, read_image
+from saliqa.iqa.registry import load_quality_model
+from saliqa.pipeline.evaluate import (
+    EVAL_COLUMNS,
+    ConditionCrops,
+    Judges,
+    conditions,
+    evaluate_records,
+    evaluate_to_dir,
+)
+
+CONDITIONS = conditions(("brightness", "contrast", "saturate", "jpeg_compression"), (1, 2))
+
+
+def test_conditions_start_clean_then_each_corruption_at_each_severity() -> None:
+    assert conditions(("contrast", "brightness"), (1, 3)) == [
+        ("none", 0),
+        ("contrast", 1),
+        ("contrast", 3),
+        ("brightness", 1),
+        ("brightness", 3),
+    ]
+
+
+def _records(root: Path, eval_set: str = "val") -> list[dict]:
+    frame = read_folder(root).frame.assign(set=eval_set)
+    return frame[["image_id", "path", "label", "set", "present"]].to_dict("records")
+
+
+def test_crops_are_the_reference_corruption_of_the_full_image_then_centre_cropped(tmp_path: Path) -> None:
+    from skimage import data
+
+    photo = data.astronaut()[:301, :263]  # odd sizes: the centre offsets round like torchvision
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(data.camera()[:180, :260]).save(tmp_path / "grey.png")  # short side 180 < 224
+    records = [
+        {"image_id": "a", "path": str(tmp_path / "a.png"), "label": "x", "set": "val"},
+        {"image_id": "g", "path": str(tmp_path / "grey.png"), "label": "x", "set": "val"},
+    ]
+    dataset = ConditionCrops(records, CONDITIONS, 224, seed=0, policy=DecodePolicy())
+    first = dataset[0]
+    assert first.crops.shape == (9, 3, 224, 224) and first.crops.dtype == torch.uint8 and not first.upscaled
+    for k, (name, severity) in enumerate(CONDITIONS):
+        full = (
+            photo
+            if name == "none"
+            else imagecorruptions.corrupt(photo, corruption_name=name, severity=severity)
+        )
+        expected = TF.center_crop(torch.from_numpy(np.ascontiguousarray(full)).permute(2, 0, 1), [224, 224])
+        assert torch.equal(first.crops[k], expected), (name, severity)
+
+    grey = dataset[1]
+    assert grey.upscaled and grey.crops.shape == (9, 3, 224, 224)
+    assert torch.equal(grey.crops[0, 0], grey.crops[0, 1])  # grey stays grey when clean
+
+
+def _judges(classes: list[str], batch_size: int = 64) -> Judges:
+    model = build_classifier("resnet18", len(classes), seed=0).eval()
+    return Judges(model, classes, load_quality_model("piqe", device="cpu"), batch_size)
+
+
+def test_rows_hold_the_models_outputs_on_the_very_same_crop(folder_dataset: Path) -> None:
+    records = _records(folder_dataset)[:2]
+    classes = ["astronaut", "chelsea", "coffee"]
+    judges = _judges(classes, batch_size=5)
+    rows = pd.DataFrame(
+        evaluate_records(records, judges, CONDITIONS, crop=224, seed=0, policy=DecodePolicy(), workers=0)
+    )
+    assert len(rows) == 2 * len(CONDITIONS)
+    crops = ConditionCrops(records, CONDITIONS, 224, seed=0, policy=DecodePolicy())[1].crops
+    x = crops.float() / 255
+    with torch.inference_mode():
+        probs = torch.softmax(judges.classifier(x), dim=1)
+        quality = judges.quality(x)
+    mine = rows[rows["image_id"] == records[1]["image_id"]]
+    true = classes.index(records[1]["label"])
+    np.testing.assert_allclose(mine["prob_true"], probs[:, true].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mine["score"], quality.score.double().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mine["quality"], quality.quality.double().numpy(), rtol=1e-12)
+    assert mine["pred"].tolist() == [classes[int(i)] for i in probs.argmax(1)]
+    assert (mine["top1"] == (mine["pred"] == mine["label"])).all()
+    assert mine["top5"].all()  # three classes: the true one is always among the top five
+    assert mine[["corruption", "severity"]].apply(tuple, axis=1).tolist() == CONDITIONS
+
+
+def test_bad_images_and_unknown_labels_are_recorded_for_every_condition(folder_dataset: Path) -> None:
+    (folder_dataset / "chelsea" / "chelsea_0.png").write_bytes(b"broken")
+    records = _records(folder_dataset)
+    records.append({"image_id": "gone.png", "path": "/nowhere/gone.png", "label": "coffee", "set": "val"})
+    judges = _judges(["astronaut", "coffee"])  # no chelsea class
+    rows = pd.DataFrame(
+        evaluate_records(records, judges, CONDITIONS, crop=224, seed=0, policy=DecodePolicy(), workers=0)
+    )
+    by_image = rows.groupby("image_id")
+    assert (by_image.size() == len(CONDITIONS)).all()
+    status = by_image["status"].first()
+    assert status["gone.png"] == "missing"
+    assert (status[[i for i in status.index if i.startswith("chelsea")]] == "skipped").all()
+    assert (status[[i for i in status.index if i.startswith(("astronaut", "coffee"))]] == "ok").all()
+    assert rows.loc[rows["status"] != "ok", "pred"].isna().all()
+
+
+def test_results_do_not_depend_on_batch_size_workers_or_shards(folder_dataset: Path, tmp_path: Path) -> None:
+    frame = read_folder(folder_dataset).frame.assign(set="val")
+    classes = ["astronaut", "chelsea", "coffee"]
+    tables = []
+    for name, batch_size, workers, shard_size in (("a", 64, 0, 100), ("b", 7, 2, 5)):
+        table, _ = evaluate_to_dir(
+            frame,
+            _judges(classes, batch_size),
+            CONDITIONS,
+            tmp_path / name,
+            fp="x",
+            meta={},
+            crop=64,
+            seed=0,
+            policy=DecodePolicy(),
+            shard_size=shard_size,
+            workers=workers,
+            progress=False,
+        )
+        assert tuple(table.columns) == EVAL_COLUMNS
+        tables.append(table)
+    a, b = tables
+    exact = [c for c in EVAL_COLUMNS if c != "prob_true"]
+    pd.testing.assert_frame_equal(a[exact], b[exact], check_exact=True)
+    np.testing.assert_allclose(a["prob_true"], b["prob_true"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_killed_evaluation_resumes_from_its_finished_shards(
+    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = read_folder(folder_dataset).frame.assign(set="val")
+    classes = ["astronaut", "chelsea", "coffee"]
+    kwargs = {"fp": "x", "meta": {}, "crop": 64, "seed": 0, "policy": DecodePolicy()}
+    kwargs |= {"shard_size": 4, "workers": 0, "progress": False}
+    whole, _ = evaluate_to_dir(frame, _judges(classes), CONDITIONS, tmp_path / "whole", **kwargs)
+
+    judges = _judges(classes)
+    calls = {"n": 0}
+    real = Judges.__call__
+
+    def dies_on_third_shard(self: Judges, crops: torch.Tensor) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, crops)
+
+    monkeypatch.setattr(Judges, "__call__", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs)
+    monkeypatch.setattr(Judges, "__call__", real)
+    resumed, reused = evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs)
+    assert reused == 2
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+
+
+def test_eval_reads_the_same_pixels_as_rate(folder_dataset: Path) -> None:
+    path = next((folder_dataset / "coffee").iterdir())
+    records = [{"image_id": "c", "path": str(path), "label": "coffee", "set": "val"}]
+    crop = ConditionCrops(records, [("none", 0)], 224, seed=0, policy=DecodePolicy())[0].crops[0]
+    expected = TF.center_crop(torch.from_numpy(read_image(path)).permute(2, 0, 1), [224, 224])
+    assert torch.equal(crop, expected)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import torchvision
 
 import saliqa
 from saliqa.cli import main
@@ -118,18 +120,27 @@ def test_paths_and_values_that_cannot_work_end_in_one_line_before_any_work(
     small.write_text("[images]\nmax_pixels = 100\n")
     no_root = tmp_path / "no_root.toml"
     no_root.write_text(f'[data]\nsource = "folder"\nroot = "{tmp_path / "nowhere"}"\n')
+    resnet50 = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), resnet50)  # not a ResNet-18 body
     cases = [
         (["rate", str(folder_dataset / "coffee"), "--out", str(a_file)], "is a file"),
         (["run", "--config", str(tmp_path), "--out", str(tmp_path / "r1")], "cannot read config"),
         (["run", "--config", str(small), "--out", str(tmp_path / "r2")], "images: max_pixels=100"),
         (["run", "--config", str(no_root), "--out", str(tmp_path / "r3")], "nowhere"),
         (["rate", str(tmp_path / "empty")], "no image files"),
+        (
+            ["run", "--pretrained", str(tmp_path / "r18.pth"), "--out", str(tmp_path / "r4")],
+            "no weights file",
+        ),
+        (["run", "--pretrained", str(a_file), "--out", str(tmp_path / "r5")], "cannot be read"),
+        (["run", "--pretrained", str(resnet50), "--out", str(tmp_path / "r6")], "unexpected keys"),
+        (["run", "--until", "report", "--out", str(tmp_path / "r7")], "unknown stage 'report'"),
     ]
     for argv, fragment in cases:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and fragment in err, (argv, err)
-    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
+    assert not any((tmp_path / f"r{k}").exists() for k in range(1, 8))
 
 
 @pytest.mark.skipif(

@@ -35,6 +35,16 @@ def test_dump_and_load_round_trip(tmp_path: Path) -> None:
         ({"data": {"source": "folder"}}, "data"),
         ({"rate": {"device": "gpu"}}, "rate.device"),
         ({"sed": 1}, "sed"),
+        ({"train": {"arch": "vgg16"}}, "train.arch"),
+        ({"train": {"optimizer": "lion"}}, "train.optimizer"),
+        ({"train": {"batch_size": 1}}, "train.batch_size"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+        ({"evaluate": {"corruptions": ["brightnes"]}}, "evaluate.corruptions"),
+        ({"evaluate": {"corruptions": ["fog"]}}, "evaluate.corruptions"),
+        ({"evaluate": {"severities": [0, 2]}}, "evaluate.severities"),
+        ({"evaluate": {"checkpoint": "first"}}, "evaluate.checkpoint"),
+        ({"evaluate": {"extra_sets": [{"name": "val", "root": "/x"}]}}, "evaluate.extra_sets[0].name"),
+        ({"evaluate": {"extra_sets": [{"name": "t"}]}}, "evaluate.extra_sets[0].root"),
     ],
 )
 def test_errors_name_the_bad_key(values: dict, key: str) -> None:
@@ -48,6 +58,33 @@ def test_relative_root_is_resolved_against_the_config_file(tmp_path: Path) -> No
     path = tmp_path / "sub" / "run.toml"
     path.write_text('[data]\nsource = "folder"\nroot = "../images"\n')
     assert load_config(path).data.root == (tmp_path / "images").resolve()
+
+
+def test_corruption_errors_say_what_to_do() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'brightness'"):
+        config_from_dict({"evaluate": {"corruptions": ["brightnes"]}})
+    with pytest.raises(ConfigError, match="not implemented in this version"):
+        config_from_dict({"evaluate": {"corruptions": ["fog"]}})
+
+
+def test_the_defaults_are_the_reports_protocol() -> None:
+    config = RunConfig()
+    assert config.train.arch == "p2p-resnet18" and config.train.pretrained == "random"
+    assert config.evaluate.corruptions == ("brightness", "contrast", "saturate", "jpeg_compression")
+    assert config.evaluate.severities == (1, 2) and config.evaluate.crop == 224
+
+
+def test_relative_paths_of_weights_and_extra_sets_are_resolved(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[train]\npretrained = "weights/r18.pth"\n'
+        '[[evaluate.extra_sets]]\nname = "test"\nroot = "scenes/test"\n'
+    )
+    config = load_config(path)
+    assert config.train.pretrained == str((tmp_path / "weights" / "r18.pth").resolve())
+    assert config.evaluate.extra_sets[0].root == (tmp_path / "scenes" / "test").resolve()
+    path.write_text('[train]\npretrained = "imagenet"\n')
+    assert load_config(path).train.pretrained == "imagenet"
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:

@@ -199,3 +199,10 @@ def test_training_curves_plot_the_log() -> None:
         np.testing.assert_allclose(line.get_ydata(), ordered[column])
     for column in ("train_acc", "val_top1", "val_top5"):
         np.testing.assert_allclose(_line(acc_ax, column).get_ydata(), ordered[column] * 100)
+
+
+def test_training_loss_spanning_orders_of_magnitude_is_drawn_on_a_log_axis() -> None:
+    log = _training_log(4)
+    assert ef._training_figure(log).axes[0].get_yscale() == "linear"
+    log.loc[0, "val_loss"] = 4e6  # a first epoch from scratch, BatchNorm statistics not yet settled
+    assert ef._training_figure(log).axes[0].get_yscale() == "log"

@@ -269,3 +269,50 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     fewer = run_pipeline(_full_config(root, extra, severities=[3]), out, progress=False)
     assert [r.ran for r in fewer] == [False, False, False, True]
     assert set(pd.read_parquet(out / "eval.parquet")["severity"]) == {0, 3}
+
+
+@pytest.mark.slow
+def test_scene15_real_scenes_train_and_evaluate_above_chance(shared_data: Path, tmp_path: Path) -> None:
+    """The whole pipeline on real indoor scenes: train folder rated, split and trained on; test folder evaluated.
+
+    The photos are 200x200 grey, so PIQE rates most of them Fair or Poor: every category is kept. They are
+    upscaled to 224 before the centre crop, and that is recorded.
+    """
+    from saliqa.pipeline.evaluate import EVAL_COLUMNS
+    from saliqa.stats import SUMMARY_COLUMNS
+
+    scenes = shared_data / "scene15_indoor"
+    config = config_from_dict(
+        {
+            "data": {"source": "folder", "root": str(scenes / "train")},
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"]},
+            "train": {"epochs": 10, "batch_size": 32, "lr": 0.1, "device": "cpu"},
+            "evaluate": {"device": "cpu", "extra_sets": [{"name": "test", "root": str(scenes / "test")}]},
+        }
+    )
+    out = tmp_path / "run"
+    results = run_pipeline(config, out, progress=False)
+    for result in results:
+        print(result.name, f"{result.seconds:.0f} s", *result.messages, sep="\n  ")
+    for name in (
+        "ratings.parquet",
+        "split.parquet",
+        "model/best.pt",
+        "model/train_log.parquet",
+        "figures/training_curves.png",
+        "figures/eval_overview.png",
+        "figures/eval_overview_test.png",
+        "figures/eval_contrast.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_parquet(out / "eval.parquet")
+    assert tuple(table.columns) == EVAL_COLUMNS and (table["status"] == "ok").all()
+    assert table["upscaled"].all()  # every scene15 photo is under 224 px on its short side
+    assert len(table) == (120 + 956) * 9
+    summary = pd.read_parquet(out / "summary.parquet").set_index(["set", "corruption", "severity"])
+    assert tuple(summary.reset_index().columns) == SUMMARY_COLUMNS
+    print(summary[["n", "top1_acc", "top1_lo", "top1_hi", "top5_acc", "mean_quality"]].to_string())
+    chance = 1 / 6
+    for eval_set in ("val", "test"):
+        clean = summary.loc[(eval_set, "none", 0)]
+        assert clean["top1_lo"] > chance, (eval_set, clean["top1_acc"])

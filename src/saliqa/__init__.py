@@ -8,14 +8,21 @@ The Python API mirrors the CLI::
     out = model(saliqa.to_batch([image]))                   # score, quality, category, patch map
     ratings = saliqa.rate(["photos/"], out="rated")         # ratings.parquet + quality_maps/
     saliqa.run_pipeline(saliqa.load_config("run.toml"), "runs/mine")
+    dark = saliqa.corrupt(image, "brightness", 2)            # ImageNet-C corruptions, uint8 in and out
+    classifier, info = saliqa.classifier_from_checkpoint("runs/mine/model/best.pt")
 """
 
 from saliqa.api import collect_images, iter_ratings, rate
+from saliqa.classify.checkpoint import classifier_from_checkpoint
+from saliqa.classify.models import build_classifier
 from saliqa.config import RunConfig, load_config
+from saliqa.corrupt import available_corruptions, corrupt, corruption_names
 from saliqa.data.readers import ImageTable, open_dataset, read_folder, read_manifest, read_mit67
 from saliqa.data.split import quality_split
 from saliqa.errors import (
+    CheckpointError,
     ConfigError,
+    CorruptionError,
     DatasetError,
     ImageRejected,
     SaliqaError,
@@ -28,12 +35,15 @@ from saliqa.iqa.categories import CATEGORIES
 from saliqa.iqa.registry import load_quality_model, quality_model_names
 from saliqa.pipeline.mapstore import MapStore
 from saliqa.pipeline.run import run_pipeline
+from saliqa.stats import summarize_eval
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CATEGORIES",
+    "CheckpointError",
     "ConfigError",
+    "CorruptionError",
     "DatasetError",
     "DecodePolicy",
     "ImageRejected",
@@ -46,7 +56,12 @@ __all__ = [
     "SaliqaError",
     "UnknownModelError",
     "WeightsNotFoundError",
+    "available_corruptions",
+    "build_classifier",
+    "classifier_from_checkpoint",
     "collect_images",
+    "corrupt",
+    "corruption_names",
     "decode_image",
     "iter_ratings",
     "load_config",
@@ -60,6 +75,7 @@ __all__ = [
     "read_manifest",
     "read_mit67",
     "run_pipeline",
+    "summarize_eval",
     "to_batch",
     "to_tensor",
 ]

@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as error:  # bad usage: unknown option, missing argument, bad value
         print(f"saliqa: error: {error.format_message()}", file=sys.stderr)
         return error.exit_code or 2
-    except SaliqaError as error:
-        print(f"saliqa: error: {error}", file=sys.stderr)
+    except SaliqaError as error:  # details on one line, so the error stays one line
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"saliqa: error: {detail}", file=sys.stderr)
         return 1
     except OSError as error:  # a path the user gave that the system refuses (permissions, full disk, ...)
         print(f"saliqa: error: {error}", file=sys.stderr)

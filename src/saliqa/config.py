@@ -115,10 +115,6 @@ class SplitConfig(_Section):
         return tuple(c for c in CATEGORIES if c in value)
 
 
-CLASSIFIERS: tuple[str, ...] = ("p2p-resnet18", "resnet18", "resnet50")
-"""Built-in classifier architectures; ``timm:<name>`` names any timm model (needs ``saliqa[timm]``)."""
-
-
 class TrainConfig(_Section):
     """Stage train: the classifier of the study, trained on the train split.
 
@@ -156,9 +152,11 @@ class TrainConfig(_Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str) -> str:
-        if value not in CLASSIFIERS and not (value.startswith("timm:") and len(value) > 5):
+        from saliqa.classify.models import classifier_names
+
+        if value not in classifier_names() and not (value.startswith("timm:") and len(value) > 5):
             raise ValueError(
-                f"unknown classifier {value!r}; choose one of {', '.join(CLASSIFIERS)} or timm:<name>"
+                f"unknown classifier {value!r}; choose one of {', '.join(classifier_names())} or timm:<name>"
             )
         return value
 

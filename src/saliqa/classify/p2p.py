@@ -5,8 +5,9 @@ classifier of the study ("ResNet-18 with the last two layers modified to stay co
 ``n_outputs`` classes). Its state-dict layout (``body.*``, ``head.*``) matches the official release, so the
 released weights load without renaming.
 
-No input normalisation happens here: PaQ-2-PiQ takes raw RGB in [0, 1]. The classifier wrapper adds
-ImageNet normalisation in front when the body starts from ImageNet weights.
+No input normalisation happens here: PaQ-2-PiQ takes raw RGB in [0, 1]. As a classifier it sits behind
+:class:`saliqa.classify.models.Classifier`, which always normalises with ImageNet's mean and std, so the
+same weights work from a random start or from ImageNet's.
 """
 
 from __future__ import annotations

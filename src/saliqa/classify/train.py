@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,11 +216,19 @@ class Trainer:
         x = x.to(self.device, non_blocking=True).float().div_(255.0)
         return x, y.to(self.device, non_blocking=True)
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
     # -- one epoch ---------------------------------------------------------------------------------------------
-    def _train_epoch(self, model, optimizer, scheduler, scaler, epoch: int, bar) -> dict[str, float]:
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        epoch: int,
+        bar: Any,
+    ) -> dict[str, float]:
         model.train()
         torch.manual_seed(derive_seed(self.seed, "dropout", epoch))  # dropout masks: a function of the epoch
         loss_sum, correct, seen, skipped = 0.0, 0, 0, 0

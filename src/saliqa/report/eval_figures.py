@@ -166,6 +166,10 @@ def _training_figure(log: pd.DataFrame) -> plt.Figure:
         ("val_top5", "validation Top-5"),
     ):
         acc_ax.plot(epochs, 100.0 * log[column].to_numpy(dtype=float), marker="o", label=name, gid=column)
+    losses = log[["train_loss", "val_loss"]].to_numpy(dtype=float)
+    finite = losses[np.isfinite(losses)]
+    if finite.size and finite.min() > 0 and finite.max() > 20 * finite.min():
+        loss_ax.set_yscale("log")  # a first epoch from scratch can be orders of magnitude above the rest
     loss_ax.set_ylabel("loss")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_ylim(-2, 102)

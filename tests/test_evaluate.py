@@ -21,6 +21,7 @@ from saliqa.pipeline.evaluate import (
     conditions,
     evaluate_records,
     evaluate_to_dir,
+    read_eval,
 )
 
 CONDITIONS = conditions(("brightness", "contrast", "saturate", "jpeg_compression"), (1, 2))
@@ -60,7 +61,7 @@ def test_crops_are_the_reference_corruption_of_the_full_image_then_centre_croppe
             if name == "none"
             else imagecorruptions.corrupt(photo, corruption_name=name, severity=severity)
         )
-        expected = TF.center_crop(torch.from_numpy(np.ascontiguousarray(full)).permute(2, 0, 1), [224, 224])
+        expected = TF.center_crop(torch.from_numpy(np.array(full)).permute(2, 0, 1), [224, 224])
         assert torch.equal(first.crops[k], expected), (name, severity)
 
     grey = dataset[1]
@@ -119,7 +120,7 @@ def test_results_do_not_depend_on_batch_size_workers_or_shards(folder_dataset: P
     classes = ["astronaut", "chelsea", "coffee"]
     tables = []
     for name, batch_size, workers, shard_size in (("a", 64, 0, 100), ("b", 7, 2, 5)):
-        table, _ = evaluate_to_dir(
+        evaluate_to_dir(
             frame,
             _judges(classes, batch_size),
             CONDITIONS,
@@ -133,6 +134,7 @@ def test_results_do_not_depend_on_batch_size_workers_or_shards(folder_dataset: P
             workers=workers,
             progress=False,
         )
+        table = read_eval(tmp_path / name / "eval.parquet")
         assert tuple(table.columns) == EVAL_COLUMNS
         tables.append(table)
     a, b = tables
@@ -148,25 +150,28 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
     classes = ["astronaut", "chelsea", "coffee"]
     kwargs = {"fp": "x", "meta": {}, "crop": 64, "seed": 0, "policy": DecodePolicy()}
     kwargs |= {"shard_size": 4, "workers": 0, "progress": False}
-    whole, _ = evaluate_to_dir(frame, _judges(classes), CONDITIONS, tmp_path / "whole", **kwargs)
+    evaluate_to_dir(frame, _judges(classes), CONDITIONS, tmp_path / "whole", **kwargs)
 
     judges = _judges(classes)
     calls = {"n": 0}
     real = Judges.__call__
 
-    def dies_on_third_shard(self: Judges, crops: torch.Tensor) -> dict:
+    def dies_on_third_shard(self: Judges, crops: torch.Tensor, labels: torch.Tensor) -> dict:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, crops)
+        return real(self, crops, labels)
 
     monkeypatch.setattr(Judges, "__call__", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs)
     monkeypatch.setattr(Judges, "__call__", real)
-    resumed, reused = evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs)
-    assert reused == 2
-    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+    assert evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs) == 2
+    pd.testing.assert_frame_equal(
+        read_eval(tmp_path / "killed" / "eval.parquet"),
+        read_eval(tmp_path / "whole" / "eval.parquet"),
+        check_exact=True,
+    )
 
 
 def test_eval_reads_the_same_pixels_as_rate(folder_dataset: Path) -> None:
@@ -175,3 +180,45 @@ def test_eval_reads_the_same_pixels_as_rate(folder_dataset: Path) -> None:
     crop = ConditionCrops(records, [("none", 0)], 224, seed=0, policy=DecodePolicy())[0].crops[0]
     expected = TF.center_crop(torch.from_numpy(read_image(path)).permute(2, 0, 1), [224, 224])
     assert torch.equal(crop, expected)
+
+
+def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
+    folder_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    records = _records(folder_dataset)[:4]
+    n = len(CONDITIONS)
+    bad = ConditionCrops(records[1:2], CONDITIONS, 64, 0, DecodePolicy())[0].crops[0]
+    real = Judges.__call__
+
+    def fails_on_one_image(self: Judges, crops: torch.Tensor, labels: torch.Tensor) -> dict:
+        if any(torch.equal(crops[j], bad) for j in range(0, len(crops), n)):
+            raise RuntimeError("out of memory")
+        return real(self, crops, labels)
+
+    def fails_on_short_images(image: np.ndarray, name: str, severity: int, rng: object) -> np.ndarray:
+        if image.shape[0] == 96:
+            raise ValueError("bad")
+        return image
+
+    monkeypatch.setattr(Judges, "__call__", fails_on_one_image)
+    monkeypatch.setattr("saliqa.pipeline.evaluate.corrupt", fails_on_short_images)
+    Image.new("RGB", (120, 96)).save(folder_dataset / "coffee" / "short.png")
+    records.append(
+        {
+            "image_id": "short",
+            "path": str(folder_dataset / "coffee" / "short.png"),
+            "label": "coffee",
+            "set": "val",
+        }
+    )
+    judges = _judges(["astronaut", "chelsea", "coffee"])
+    rows = pd.DataFrame(
+        evaluate_records(records, judges, CONDITIONS, crop=64, seed=0, policy=DecodePolicy(), workers=0)
+    )
+    status = rows.groupby("image_id", sort=False)["status"].agg(lambda s: sorted(set(s)))
+    assert status.tolist() == [["ok"], ["failed"], ["ok"], ["ok"], ["failed"]]
+    reasons = rows.groupby("image_id", sort=False)["reason"].first()
+    assert reasons.iloc[1] == "model failed: RuntimeError: out of memory"
+    assert reasons.iloc[4] == "distortion failed: ValueError: bad"

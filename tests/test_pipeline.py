@@ -316,3 +316,31 @@ def test_scene15_real_scenes_train_and_evaluate_above_chance(shared_data: Path, 
     for eval_set in ("val", "test"):
         clean = summary.loc[(eval_set, "none", 0)]
         assert clean["top1_lo"] > chance, (eval_set, clean["top1_acc"])
+
+
+def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_refused(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from saliqa.errors import CheckpointError
+
+    root = make_folder_dataset(tmp_path / "dataset", per_class=6, side=96)
+    out = tmp_path / "run"
+    run_pipeline(_full_config(root, severities=[1]), out, progress=False)
+    stamp = (out / "eval.parquet").stat().st_mtime_ns
+    results = run_pipeline(_full_config(root, severities=[1], bootstrap=300), out, progress=False)
+    assert [r.ran for r in results] == [False, False, False, True]
+    assert any("only the summary" in m for m in results[-1].messages)
+    assert (out / "eval.parquet").stat().st_mtime_ns == stamp
+
+    other = tmp_path / "other"
+    run_pipeline(
+        _full_config(root, severities=[1]).model_copy(update={"seed": 4}),
+        other,
+        until="train",
+        progress=False,
+    )
+    shutil.copy(other / "model" / "best.pt", out / "model" / "best.pt")  # weights of another training
+    with pytest.raises(CheckpointError, match="not made by this run's training"):
+        run_pipeline(_full_config(root, severities=[1]), out, progress=False)

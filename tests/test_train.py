@@ -216,3 +216,34 @@ def test_training_uses_no_global_numpy_or_torch_state(tmp_path: Path) -> None:
     a, b = _state(tmp_path / "a" / LAST), _state(tmp_path / "b" / LAST)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert train_module.derive_seed(3, "dropout", 1) != train_module.derive_seed(3, "dropout", 2)
+
+
+def test_without_validation_images_the_latest_epoch_is_best(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=4, side=96)
+    trainer = _trainer(root, tmp_path / "run", epochs=2)
+    trainer.val_records = []  # e.g. every validation label unknown to the classifier
+    result = trainer.run()
+    assert result.log["val_top1"].isna().all() and result.best_epoch == 2
+    assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == 2
+
+
+def test_a_kill_between_last_and_best_is_repaired_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=4, side=96)
+    _trainer(root, tmp_path / "whole", epochs=1).run()
+    saved = train_module.save_checkpoint
+
+    def dies_before_best(path: Path, *args: object, **kwargs: object) -> object:
+        if Path(path).name == BEST:
+            raise KeyboardInterrupt
+        return saved(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dies_before_best)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(root, tmp_path / "killed", epochs=1).run()
+    monkeypatch.setattr(train_module, "save_checkpoint", saved)
+    assert not (tmp_path / "killed" / BEST).exists()
+    assert _trainer(root, tmp_path / "killed", epochs=1).run().resumed_epochs == 1
+    a, b = _state(tmp_path / "whole" / BEST), _state(tmp_path / "killed" / BEST)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -75,6 +75,7 @@ __all__ = [
     "DecodedImage",
     "decode_image",
     "read_image",
+    "reject_status",
     "to_batch",
     "to_tensor",
 ]
@@ -338,6 +339,11 @@ def _decode_opened(img: Image.Image, policy: DecodePolicy, shown: str) -> Decode
         original_size=(width, height),
         note="; ".join(notes) if notes else None,
     )
+
+
+def reject_status(reason: str) -> str:
+    """The table status of a reject: ``missing`` for an absent file, ``rejected`` for every other reason."""
+    return "missing" if reason == "file not found" else "rejected"
 
 
 def read_image(path: str | os.PathLike[str], **policy_kwargs: object) -> np.ndarray:

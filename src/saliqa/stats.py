@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from saliqa.corrupt import CLEAN
 from saliqa.seeding import rng_for
 
 # Upper bound on resampled indices held at once; keeps memory near 2 x 64 MB whatever n_boot x n is.
@@ -55,7 +56,6 @@ _DTYPES: dict[str, object] = {
 }
 
 _REQUIRED = ("image_id", "corruption", "severity", "set", "status", "top1", "top5", "quality", "score")
-_CLEAN = "none"
 _MAIN_SET = "val"
 
 
@@ -127,7 +127,7 @@ def _condition_order(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
 
     def sort_key(cond: tuple[str, str, int]) -> tuple:
         s, c, v = cond
-        return (s != _MAIN_SET, s, c != _CLEAN, corr_first[c], v)
+        return (s != _MAIN_SET, s, c != CLEAN, corr_first[c], v)
 
     return sorted(set(conditions), key=sort_key)
 

@@ -30,6 +30,7 @@ from saliqa.classify.transforms import eval_view, train_view
 from saliqa.config import TrainConfig, config_to_dict
 from saliqa.errors import ImageRejected
 from saliqa.images import DecodePolicy, decode_image
+from saliqa.loading import data_loader, to_unit_float
 from saliqa.pipeline.artifacts import write_table
 from saliqa.progress import progress_bar
 from saliqa.seeding import derive_seed, rng_for
@@ -193,13 +194,9 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         workers = min(self.config.workers, len(batches))
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2 if workers else None,
+        pin = self.device.type == "cuda"
+        return data_loader(
+            dataset, workers=workers, collate_fn=_collate, batch_sampler=batches, pin_memory=pin
         )
 
     def _train_data(self, epoch: int) -> DataLoader:
@@ -213,8 +210,7 @@ class Trainer:
         return self._loader(dataset, [list(range(i, min(n, i + bs))) for i in range(0, n, bs)])
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True).float().div_(255.0)
-        return x, y.to(self.device, non_blocking=True)
+        return to_unit_float(x, self.device), y.to(self.device, non_blocking=True)
 
     def _autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -232,6 +228,7 @@ class Trainer:
         model.train()
         torch.manual_seed(derive_seed(self.seed, "dropout", epoch))  # dropout masks: a function of the epoch
         loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
         for x, y, n_skipped in self._train_data(epoch):
             skipped += n_skipped
             if len(y) < 2:  # BatchNorm cannot train on one image; keep the schedule in step regardless
@@ -251,11 +248,11 @@ class Trainer:
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(y)
             bar.advance()
-        lr = optimizer.param_groups[0]["lr"]
+        nothing = float("nan")
         return {
             "lr": lr,
-            "train_loss": loss_sum / max(1, seen),
-            "train_acc": correct / max(1, seen),
+            "train_loss": loss_sum / seen if seen else nothing,
+            "train_acc": correct / seen if seen else nothing,
             "skipped": skipped,
         }
 
@@ -305,13 +302,11 @@ class Trainer:
     def run(self) -> TrainResult:
         config = self.config
         model = build_classifier(config.arch, len(self.classes), seed=self.seed)
-        init = init_weights(model, config.pretrained, progress=self.progress)
-        model.to(self.device)
         optimizer = _optimizer(config, model)
         scheduler = _scheduler(config, optimizer, self.steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         rows: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"epoch": 0, "val_top1": -1.0, "val_loss": math.inf}
+        best: dict[str, Any] = {"epoch": 0, "rank": None}
         start = 0
         if (state := self._resume_state()) is not None:
             model.load_state_dict(state["state_dict"])
@@ -324,7 +319,12 @@ class Trainer:
                 int(state["epoch"]),
                 state["init"],
             )
+            self._repair_best(model, state)
             log.info("resuming training after epoch %d of %d", start, config.epochs)
+        else:
+            init = init_weights(model, config.pretrained, progress=self.progress)
+        model.to(self.device)
+        _move_optimizer_state(optimizer, self.device)
         self.out.mkdir(parents=True, exist_ok=True)
         total = config.epochs * self.steps_per_epoch
         devices = [self.device] if self.device.type == "cuda" else []
@@ -342,22 +342,16 @@ class Trainer:
                 row["seconds"] = time.perf_counter() - began
                 rows.append(row)
                 extra = self._checkpoint_extra(epoch, row, init)
-                if _better(row, best):
-                    best = {"epoch": epoch, "val_top1": row["val_top1"], "val_loss": row["val_loss"]}
+                improved = _better(row, best)
+                if improved:
+                    best = {"epoch": epoch, "rank": _rank(row)}
+                # last.pt first: it records which epoch is best, so a kill before best.pt is written is
+                # repaired on resume (see _repair_best).
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                state |= {"scaler": scaler.state_dict(), "log": rows, "best": best}
+                save_checkpoint(self.out / LAST, model, classes=self.classes, extra={**extra, **state})
+                if improved:
                     save_checkpoint(self.out / BEST, model, classes=self.classes, extra=extra)
-                save_checkpoint(
-                    self.out / LAST,
-                    model,
-                    classes=self.classes,
-                    extra={
-                        **extra,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "log": rows,
-                        "best": best,
-                    },
-                )
                 log.info(
                     "epoch %d/%d: train loss %.3f, val top-1 %.3f",
                     epoch,
@@ -369,12 +363,43 @@ class Trainer:
         write_table(self.out / LOG, frame, self.meta)
         return TrainResult(frame, self.classes, int(best["epoch"]), start, init)
 
+    def _repair_best(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Rewrite ``best.pt`` from ``last.pt`` if a kill came between writing the two."""
+        best_epoch, path = int(state["best"]["epoch"]), self.out / BEST
+        if best_epoch != int(state["epoch"]):
+            return
+        try:
+            if int(load_checkpoint(path)["epoch"]) == best_epoch:
+                return
+        except Exception:  # noqa: BLE001,S110 - missing or unreadable: rewritten below
+            pass
+        extra = {
+            k: state[k] for k in ("fingerprint", "epoch", "metrics", "config", "seed", "init", "provenance")
+        }
+        save_checkpoint(path, model, classes=self.classes, extra=extra)
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Optimiser buffers loaded on the CPU follow the model to its device."""
+    for param_state in optimizer.state.values():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                param_state[key] = value.to(device)
+
+
+def _rank(row: dict[str, Any]) -> list[float]:
+    """Higher validation top-1 first, then lower validation loss; NaN (nothing validated) ranks lowest."""
+    top1 = -1.0 if math.isnan(row["val_top1"]) else float(row["val_top1"])
+    loss = math.inf if math.isnan(row["val_loss"]) else float(row["val_loss"])
+    return [top1, -loss]
+
 
 def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
-    """Higher validation top-1 wins; on a tie, lower validation loss; on a tie again, the earlier epoch."""
-    top1 = -1.0 if math.isnan(row["val_top1"]) else row["val_top1"]
-    loss = math.inf if math.isnan(row["val_loss"]) else row["val_loss"]
-    return best["epoch"] == 0 or (top1, -loss) > (best["val_top1"], -best["val_loss"])
+    """Whether this epoch beats the best so far; ties keep the earlier epoch, except when nothing could be
+    validated, where the latest epoch is the best there is."""
+    if best["rank"] is None or math.isnan(row["val_top1"]):
+        return True
+    return _rank(row) > best["rank"]
 
 
 def log_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

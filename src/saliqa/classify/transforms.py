@@ -40,7 +40,7 @@ def upscale_short_side(image: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The central ``size`` x ``size`` window of an (H, W, C) image with both sides >= size.
 
-    Offsets round down like torchvision's ``center_crop`` (``round((H - size) / 2)``), as a view.
+    Offsets as torchvision's ``center_crop``: ``round((H - size) / 2)``, half to even; returns a view.
     """
     h, w = image.shape[:2]
     if h < size or w < size:

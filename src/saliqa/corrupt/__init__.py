@@ -7,6 +7,7 @@ out = corrupt(image_uint8, "contrast", 2)               # uint8 (H, W, 3)
 from __future__ import annotations
 
 from saliqa.corrupt.registry import (
+    CLEAN,
     CORRUPTIONS,
     Corruption,
     available_corruptions,
@@ -16,6 +17,7 @@ from saliqa.corrupt.registry import (
 )
 
 __all__ = [
+    "CLEAN",
     "CORRUPTIONS",
     "Corruption",
     "available_corruptions",

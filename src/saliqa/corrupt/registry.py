@@ -23,6 +23,7 @@ from saliqa.corrupt import digital
 from saliqa.errors import CorruptionError
 
 __all__ = [
+    "CLEAN",
     "CORRUPTIONS",
     "Corruption",
     "CorruptionFn",
@@ -38,6 +39,8 @@ CorruptionFn = Callable[[np.ndarray, int, "np.random.Generator | None"], np.ndar
 """``(image uint8 (H, W, 3) C-contiguous, severity 1..5, rng) -> float64 in [0, 255] or uint8 (H, W, 3)``."""
 
 SEVERITIES = (1, 2, 3, 4, 5)
+CLEAN = "none"
+"""The corruption name of the undistorted condition in result tables (its severity is 0)."""
 MIN_SIDE = 32  # imagecorruptions refuses smaller images (several kernels need the room)
 
 

@@ -88,15 +88,30 @@ def provenance(stage: str, fp: str, config: Any, **extra: Any) -> dict[str, Any]
     }
 
 
-def write_table(path: str | Path, frame: pd.DataFrame, meta: dict[str, Any] | None = None) -> None:
-    """Write a parquet table atomically, with ``meta`` (JSON) in its schema metadata."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def write_table(
+    path: str | Path, frame: pd.DataFrame, meta: dict[str, Any] | None = None, schema: pa.Schema | None = None
+) -> None:
+    """Write a parquet table atomically, with ``meta`` (JSON) in its schema metadata, optionally of ``schema``."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     if meta is not None:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), PROVENANCE_KEY: json.dumps(meta, default=str).encode()}
         )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def write_parts(
+    path: str | Path, parts: list[Path], schema: pa.Schema, meta: dict[str, Any] | None = None
+) -> None:
+    """Stream parquet ``parts`` (all of ``schema``) into one table, atomically, one part in memory at a time."""
+    metadata = dict(schema.metadata or {})
+    if meta is not None:
+        metadata[PROVENANCE_KEY] = json.dumps(meta, default=str).encode()
+    schema = schema.with_metadata(metadata)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part, schema=schema))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -4,13 +4,13 @@ A condition is the clean image (corruption ``none``, severity 0) or one corrupti
 is decoded once in a loader worker, brought up to the crop size on its short side when smaller (recorded in
 ``upscaled``), distorted at that full size for every condition, and centre-cropped, so the classifier and the
 quality model see the very same crop. Workers prepare the next images while the models run. Work is cut into
-shards of images: each finished shard is on disk, memory holds one shard's rows and a few images, and a killed
-run resumes at the first unfinished shard.
+shards of images: each finished shard is on disk, memory holds one shard's rows and the crops of the batches
+in flight, and a killed run resumes at the first unfinished shard. The parts are streamed into
+``eval.parquet``.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +18,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from saliqa.classify.models import Classifier
 from saliqa.classify.transforms import center_crop, upscale_short_side
-from saliqa.corrupt import corrupt
+from saliqa.corrupt import CLEAN, corrupt
 from saliqa.errors import ImageRejected
-from saliqa.images import DecodePolicy, decode_image
+from saliqa.images import DecodePolicy, decode_image, reject_status
 from saliqa.iqa.base import QualityModel
-from saliqa.pipeline.artifacts import write_table, write_text
+from saliqa.loading import data_loader, to_unit_float
+from saliqa.pipeline.artifacts import write_parts
+from saliqa.pipeline.shards import Shards
 from saliqa.progress import progress_bar
 from saliqa.seeding import rng_for
 
@@ -52,18 +56,38 @@ whether the image was upscaled to reach the crop size, and ``status``/``reason``
 skipped, failed) so that no image is silently left out."""
 
 EVAL_FILE = "eval.parquet"
-_PARTS_DIR = "eval.parts"
-CLEAN = ("none", 0)
+PARTS_DIR = "eval.parts"
+CLEAN_CONDITION = (CLEAN, 0)
+
+EVAL_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("label", pa.string()),
+        ("corruption", pa.string()),
+        ("severity", pa.int64()),
+        ("pred", pa.string()),
+        ("top1", pa.bool_()),
+        ("top5", pa.bool_()),
+        ("prob_true", pa.float64()),
+        ("score", pa.float64()),
+        ("quality", pa.float64()),
+        ("set", pa.string()),
+        ("upscaled", pa.bool_()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+"""One schema for every part, so the parts stream into one file whatever values a shard happens to hold."""
 
 
 def conditions(corruptions: tuple[str, ...], severities: tuple[int, ...]) -> list[tuple[str, int]]:
     """The clean condition first, then each corruption at each severity."""
-    return [CLEAN, *((c, s) for c in corruptions for s in severities)]
+    return [CLEAN_CONDITION, *((c, s) for c in corruptions for s in severities)]
 
 
 @dataclass
 class Prepared:
-    """One image's crops under every condition, or why there are none."""
+    """One image's crops under every condition (``status`` ok), or why there are none."""
 
     index: int
     crops: torch.Tensor | None  # (n_conditions, 3, crop, crop) uint8
@@ -101,19 +125,24 @@ class ConditionCrops(Dataset):
         try:
             image = decode_image(record["path"], self.policy).array
         except ImageRejected as reject:
-            status = "missing" if reject.reason == "file not found" else "rejected"
-            return Prepared(i, None, status=status, reason=reject.reason)
+            return Prepared(i, None, status=reject_status(reject.reason), reason=reject.reason)
+        try:
+            return Prepared(i, *self._crops(record["image_id"], image))
+        except Exception as error:  # noqa: BLE001 - one image that cannot be distorted must not end the run
+            return Prepared(
+                i, None, status="failed", reason=f"distortion failed: {type(error).__name__}: {error}"
+            )
+
+    def _crops(self, image_id: str, image: np.ndarray) -> tuple[torch.Tensor, bool]:
         image, upscaled = upscale_short_side(image, self.crop)
         crops = np.empty((len(self.conditions), self.crop, self.crop, 3), dtype=np.uint8)
         for k, (name, severity) in enumerate(self.conditions):
-            if name == CLEAN[0]:
+            if name == CLEAN:
                 distorted = image
             else:  # every random draw comes from this image's own stream for this condition
-                distorted = corrupt(
-                    image, name, severity, rng=rng_for(self.seed, record["image_id"], name, severity)
-                )
+                distorted = corrupt(image, name, severity, rng=rng_for(self.seed, image_id, name, severity))
             crops[k] = center_crop(distorted, self.crop)
-        return Prepared(i, torch.from_numpy(crops).permute(0, 3, 1, 2), upscaled)
+        return torch.from_numpy(crops).permute(0, 3, 1, 2), upscaled
 
 
 def _base_row(record: dict[str, Any], condition: tuple[str, int]) -> dict[str, Any]:
@@ -137,15 +166,15 @@ def _base_row(record: dict[str, Any], condition: tuple[str, int]) -> dict[str, A
 
 def eval_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a table with the contract's columns and dtypes (nullable where a skipped image has no value)."""
-    frame = pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
-    frame["severity"] = frame["severity"].astype("int64")
-    for column in ("top1", "top5", "upscaled"):
-        frame[column] = frame[column].astype("boolean")
-    for column in ("prob_true", "score", "quality"):
-        frame[column] = frame[column].astype("float64")
-    for column in ("image_id", "label", "corruption", "pred", "set", "status", "reason"):
-        frame[column] = frame[column].astype("object")
-    return frame
+    return pa.Table.from_pylist(rows, schema=EVAL_SCHEMA).to_pandas(types_mapper=_NULLABLE.get)
+
+
+_NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+
+
+def read_eval(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``eval.parquet`` with the same dtypes as :func:`eval_frame` (nullable booleans for skipped rows)."""
+    return pq.read_table(path, columns=columns).to_pandas(types_mapper=_NULLABLE.get)
 
 
 class Judges:
@@ -155,7 +184,7 @@ class Judges:
         self, classifier: Classifier, classes: list[str], quality: QualityModel, batch_size: int
     ) -> None:
         self.classifier, self.classes, self.quality, self.batch_size = (
-            classifier,
+            classifier.eval(),
             classes,
             quality,
             batch_size,
@@ -164,15 +193,19 @@ class Judges:
         self.device = next(classifier.parameters()).device
 
     @torch.inference_mode()
-    def __call__(self, crops: torch.Tensor) -> dict[str, np.ndarray]:
-        """Top-5 class indices, softmax probabilities, and quality score/value for uint8 crops (N, 3, S, S)."""
+    def __call__(self, crops: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        """Top-k class indices, true-class probability, quality score and value for uint8 crops (N, 3, S, S).
+
+        ``labels`` holds each crop's true class index.
+        """
         k = min(5, len(self.classes))
-        parts: dict[str, list[np.ndarray]] = {"topk": [], "probs": [], "score": [], "quality": []}
+        parts: dict[str, list[np.ndarray]] = {"topk": [], "prob_true": [], "score": [], "quality": []}
         for start in range(0, len(crops), self.batch_size):
-            x = crops[start : start + self.batch_size].to(self.device, non_blocking=True).float().div_(255.0)
+            x = to_unit_float(crops[start : start + self.batch_size], self.device)
+            y = labels[start : start + self.batch_size].to(self.device)
             probs = torch.softmax(self.classifier(x).float(), dim=1)
             parts["topk"].append(probs.topk(k, dim=1).indices.cpu().numpy())
-            parts["probs"].append(probs.cpu().numpy())
+            parts["prob_true"].append(probs.gather(1, y[:, None])[:, 0].double().cpu().numpy())
             out = self.quality(x.to(self.quality.device))
             parts["score"].append(out.score.double().cpu().numpy())
             parts["quality"].append(out.quality.double().cpu().numpy())
@@ -192,36 +225,50 @@ def evaluate_records(
 ) -> Iterator[dict[str, Any]]:
     """Rows of ``eval.parquet`` for ``records`` (``image_id, path, label, set``), in record order."""
     positions = [i for i, r in enumerate(records) if r["label"] in judges.index]
-    per_batch = max(1, judges.batch_size // len(conditions))
-    dataset = ConditionCrops([records[i] for i in positions], conditions, crop, seed, policy)
-    workers = min(workers, len(positions))
-    loader = DataLoader(
-        dataset,
-        batch_size=per_batch,
-        num_workers=workers,
-        collate_fn=list,
-        pin_memory=judges.device.type == "cuda",
-        prefetch_factor=2 if workers else None,
-    )
     n = len(conditions)
+    workers = min(workers, len(positions))
+    loader = data_loader(
+        ConditionCrops([records[i] for i in positions], conditions, crop, seed, policy),
+        workers=workers,
+        collate_fn=list,
+        batch_size=max(1, judges.batch_size // n),
+    )
     results: dict[int, dict[str, Any]] = {}  # by position in ``records``: ids may repeat across sets
     for batch in loader:
-        ready = [p for p in batch if p.crops is not None]
-        out = judges(torch.cat([p.crops for p in ready])) if ready else {}
-        for j, prepared in enumerate(ready):
-            results[positions[prepared.index]] = {
-                "prepared": prepared,
-                **{key: value[j * n : (j + 1) * n] for key, value in out.items()},
-            }
-        for prepared in batch:
-            if prepared.crops is None:
-                results[positions[prepared.index]] = {"prepared": prepared}
+        for prepared, judged in _judge(judges, batch, [records[positions[p.index]] for p in batch], n):
+            results[positions[prepared.index]] = {"prepared": prepared, **judged}
+            prepared.crops = None  # only the numbers are kept until the shard is written
         if on_image is not None:
             on_image(len(batch) * n)
     if on_image is not None:
         on_image((len(records) - len(positions)) * n)
     for i, record in enumerate(records):
         yield from _rows(record, results.pop(i, None), conditions, judges)
+
+
+def _judge(
+    judges: Judges, batch: list[Prepared], records: list[dict[str, Any]], n: int
+) -> Iterator[tuple[Prepared, dict[str, Any]]]:
+    """Each prepared image with its judged numbers; a batch the models fail on is retried image by image."""
+    ready = [(p, r) for p, r in zip(batch, records, strict=True) if p.status == "ok"]
+    yield from ((p, {}) for p in batch if p.status != "ok")
+    if not ready:
+        return
+    crops = torch.cat([p.crops for p, _ in ready])
+    labels = torch.tensor([judges.index[r["label"]] for _, r in ready]).repeat_interleave(n)
+    try:
+        out = judges(crops, labels)
+    except Exception as error:  # noqa: BLE001 - a model failure on one image must not end the run
+        if len(ready) > 1:
+            for p, r in ready:
+                yield from _judge(judges, [p], [r], n)
+            return
+        prepared = ready[0][0]
+        prepared.status, prepared.reason = "failed", f"model failed: {type(error).__name__}: {error}"
+        yield prepared, {}
+        return
+    for j, (prepared, _) in enumerate(ready):
+        yield prepared, {key: value[j * n : (j + 1) * n] for key, value in out.items()}
 
 
 def _rows(
@@ -233,7 +280,7 @@ def _rows(
             row.update(
                 status="skipped", reason=f"label {record['label']!r} is not one of the classifier's classes"
             )
-        elif result["prepared"].crops is None:
+        elif result["prepared"].status != "ok":
             row.update(status=result["prepared"].status, reason=result["prepared"].reason)
         else:
             true = judges.index[record["label"]]
@@ -242,7 +289,7 @@ def _rows(
                 pred=judges.classes[int(topk[0])],
                 top1=bool(topk[0] == true),
                 top5=bool((topk == true).any()),
-                prob_true=float(result["probs"][k][true]),
+                prob_true=float(result["prob_true"][k]),
                 score=float(result["score"][k]),
                 quality=float(result["quality"][k]),
                 upscaled=result["prepared"].upscaled,
@@ -264,47 +311,29 @@ def evaluate_to_dir(
     shard_size: int,
     workers: int,
     progress: bool = True,
-) -> tuple[pd.DataFrame, int]:
-    """Evaluate into ``out/eval.parquet``, resuming finished shards; returns the table and shards reused."""
-    parts = out / _PARTS_DIR
-    stamp, identity = parts / "WORK", f"{fp} shard_size={shard_size} device={judges.device.type}"
-    if not stamp.exists() or stamp.read_text().strip() != identity:
-        shutil.rmtree(parts, ignore_errors=True)
-        parts.mkdir(parents=True)
-        write_text(stamp, identity)
+) -> int:
+    """Evaluate into ``out/eval.parquet``, resuming finished shards; returns how many shards were reused."""
+    shards = Shards(out / PARTS_DIR, f"{fp} shard_size={shard_size} device={judges.device.type}")
     ordered = records.sort_values(["set", "image_id"], kind="stable").to_dict("records")
-    shards = [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
-    frames, reused = [], 0
+    pieces = [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+    reused = 0
     with progress_bar("evaluate", total=len(ordered) * len(conditions), enabled=progress) as bar:
-        for index, shard in enumerate(shards):
-            part = parts / f"part-{index:05d}.parquet"
-            if part.exists():
-                done = pd.read_parquet(part)
-                done_keys = done[["set", "image_id"]].iloc[:: len(conditions)].values.tolist()
-                if done_keys == [[r["set"], r["image_id"]] for r in shard]:
-                    frames.append(done)
-                    reused += 1
-                    bar.advance(len(shard) * len(conditions))
-                    continue
-            rows = list(
-                evaluate_records(
-                    shard,
-                    judges,
-                    conditions,
-                    crop=crop,
-                    seed=seed,
-                    policy=policy,
-                    workers=workers,
-                    on_image=bar.advance,
-                )
+        for index, shard in enumerate(pieces):
+            keys = [[r["set"], r["image_id"]] for r in shard]
+            if shards.done(index, keys, ["set", "image_id"], step=len(conditions)) is not None:
+                reused += 1
+                bar.advance(len(shard) * len(conditions))
+                continue
+            rows = evaluate_records(
+                shard,
+                judges,
+                conditions,
+                crop=crop,
+                seed=seed,
+                policy=policy,
+                workers=workers,
+                on_image=bar.advance,
             )
-            frame = eval_frame(rows)
-            write_table(part, frame)  # the shard's commit mark
-            frames.append(frame)
-    table = eval_frame(pd.concat(frames, ignore_index=True).to_dict("records") if frames else [])
-    write_table(out / EVAL_FILE, table, meta)
-    return table, reused
-
-
-def discard_parts(out: Path) -> None:
-    shutil.rmtree(out / _PARTS_DIR, ignore_errors=True)
+            shards.commit(index, eval_frame(list(rows)), EVAL_SCHEMA)
+    write_parts(out / EVAL_FILE, shards.paths(len(pieces)), EVAL_SCHEMA, meta)
+    return reused

@@ -8,7 +8,6 @@ the same table as an uninterrupted one.
 
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from saliqa.errors import ImageRejected
-from saliqa.images import DecodedImage, DecodePolicy, decode_image, to_batch
+from saliqa.images import DecodedImage, DecodePolicy, decode_image, reject_status, to_batch
 from saliqa.iqa.base import PatchGrid, QualityModel
-from saliqa.pipeline.artifacts import write_table, write_text
+from saliqa.pipeline.artifacts import write_table
 from saliqa.pipeline.mapstore import write_map_shard
+from saliqa.pipeline.shards import Shards
 from saliqa.progress import progress_bar
 
 RATING_COLUMNS: tuple[str, ...] = (
@@ -44,7 +44,7 @@ notes what was done to an ok image, e.g. a downscale)."""
 
 RATINGS_FILE = "ratings.parquet"
 MAPS_DIR = "quality_maps"
-_PARTS_DIR = "ratings.parts"
+PARTS_DIR = "ratings.parts"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,7 +156,7 @@ def rate_records(
                 yield next(rated)
             else:
                 row = _base_row(record, model.name)
-                row.update(status="missing" if d == "file not found" else "rejected", reason=d)
+                row.update(status=reject_status(d), reason=d)
                 yield Rated(row)
         pending.clear()
         batch.clear()
@@ -198,28 +198,22 @@ def rate_to_dir(
     ``fp`` identifies the work (data, decoding, model); shards left by other work (another ``fp``, shard size
     or device) are discarded. Returns the ratings and the number of shards reused from an interrupted run.
     """
-    parts, maps = out / _PARTS_DIR, out / MAPS_DIR
-    stamp, identity = parts / "WORK", f"{fp} shard_size={shard_size} device={model.device.type}"
-    if not stamp.exists() or stamp.read_text().strip() != identity:
-        shutil.rmtree(parts, ignore_errors=True)
-        shutil.rmtree(maps, ignore_errors=True)
-        parts.mkdir(parents=True)
-        write_text(stamp, identity)
+    maps = out / MAPS_DIR
+    identity = f"{fp} shard_size={shard_size} device={model.device.type}"
+    shards = Shards(out / PARTS_DIR, identity, clear_with=[maps])
     maps.mkdir(parents=True, exist_ok=True)
 
     ordered = records.sort_values("image_id", kind="stable").reset_index(drop=True)
-    shards = [ordered.iloc[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+    pieces = [ordered.iloc[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
     frames, reused = [], 0
     with progress_bar(f"rate ({model.name})", total=len(ordered), enabled=progress) as bar:
-        for index, shard in enumerate(shards):
-            part = parts / f"part-{index:05d}.parquet"
-            if part.exists():
-                done_part = pd.read_parquet(part)
-                if done_part["image_id"].tolist() == shard["image_id"].tolist():
-                    frames.append(done_part)
-                    reused += 1
-                    bar.advance(len(shard))
-                    continue
+        for index, shard in enumerate(pieces):
+            done_part = shards.done(index, [[i] for i in shard["image_id"]], ["image_id"])
+            if done_part is not None:
+                frames.append(done_part)
+                reused += 1
+                bar.advance(len(shard))
+                continue
             rated = []
             for item in rate_records(shard, model, policy=policy, batch_size=batch_size, workers=workers):
                 rated.append(item)
@@ -232,7 +226,7 @@ def rate_to_dir(
                 [r.grid for r in done],
             )
             frame = ratings_frame([r.row for r in rated])
-            write_table(part, frame)  # written last: the shard's commit mark
+            shards.commit(index, frame)  # written last: the shard's commit mark
             frames.append(frame)
     ratings = ratings_frame([]) if not frames else pd.concat(frames, ignore_index=True)
     # Rebuilt from plain records: parts read back from parquet and parts rated now then share one set of
@@ -240,8 +234,3 @@ def rate_to_dir(
     ratings = ratings_frame(ratings.to_dict("records"))
     write_table(out / RATINGS_FILE, ratings, meta)
     return ratings, reused
-
-
-def discard_parts(out: Path) -> None:
-    """Remove the per-shard rows once ``ratings.parquet`` is recorded as done."""
-    shutil.rmtree(out / _PARTS_DIR, ignore_errors=True)

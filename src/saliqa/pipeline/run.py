@@ -24,14 +24,25 @@ from saliqa.config import RunConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
-from saliqa.errors import ConfigError
+from saliqa.download import sha256_file
+from saliqa.errors import CheckpointError, ConfigError
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
-from saliqa.pipeline.artifacts import fingerprint, provenance, versions, write_json, write_table, write_text
-from saliqa.pipeline.evaluate import EVAL_FILE, Judges, conditions, evaluate_to_dir
-from saliqa.pipeline.evaluate import discard_parts as discard_eval_parts
-from saliqa.pipeline.rate import MAPS_DIR, RATINGS_FILE, discard_parts, rate_to_dir
+from saliqa.pipeline.artifacts import (
+    fingerprint,
+    provenance,
+    read_provenance,
+    versions,
+    write_json,
+    write_table,
+    write_text,
+)
+from saliqa.pipeline.evaluate import EVAL_FILE, Judges, conditions, evaluate_to_dir, read_eval
+from saliqa.pipeline.evaluate import PARTS_DIR as EVAL_PARTS_DIR
+from saliqa.pipeline.rate import MAPS_DIR, RATINGS_FILE, rate_to_dir
+from saliqa.pipeline.rate import PARTS_DIR as RATE_PARTS_DIR
 from saliqa.pipeline.rundir import RunDir
+from saliqa.pipeline.shards import discard_parts
 from saliqa.progress import progress_callback
 from saliqa.report.eval_figures import plot_corruption_curves, plot_corruption_overview, plot_training_curves
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
@@ -125,7 +136,7 @@ def stage_rate(config: RunConfig, run: RunDir, table: ImageTable, progress: bool
         messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
     seconds = time.perf_counter() - start
     run.mark_done("rate", fp, outputs, seconds=seconds, shards_reused=reused, status_counts=counts)
-    discard_parts(run.root)
+    discard_parts(run.path(RATE_PARTS_DIR))
     return StageResult("rate", True, fp, seconds, messages)
 
 
@@ -226,70 +237,83 @@ def stage_evaluate(config: RunConfig, run: RunDir, train_fp: str, progress: bool
     device = resolve_device(e.device)
     records, sets = _eval_records(config, run)
     quality = load_quality_model(config.rate.iqa, device=e.device)
+    checkpoint = run.path(MODEL_DIR, BEST if e.checkpoint == "best" else LAST)
+    # Loader workers, shard size and the device's index change no number; the bootstrap only the summary.
+    ignored = ("workers", "shard_size", "device", "bootstrap")
     slice_ = {
-        "evaluate": {
-            k: v for k, v in config_to_dict(e).items() if k not in ("workers", "shard_size", "device")
-        },
+        "evaluate": {k: v for k, v in config_to_dict(e).items() if k not in ignored},
         "seed": config.seed,
         "images": config_to_dict(config.images),
         "iqa": config.rate.iqa,
     }
-    fp = fingerprint(
-        "evaluate", _STAGE_VERSIONS["evaluate"], train_fp, slice_, sets, quality.fingerprint(), device.type
-    )
+    work = [train_fp, slice_, sets, quality.fingerprint(), device.type, sha256_file(checkpoint)]
+    work_fp = fingerprint("evaluate", _STAGE_VERSIONS["evaluate"], *work)
+    fp = fingerprint(work_fp, e.bootstrap)
     if run.is_done("evaluate", fp):
         return StageResult("evaluate", False, fp)
     run.invalidate("evaluate")
     start = time.perf_counter()
-    checkpoint = run.path(MODEL_DIR, BEST if e.checkpoint == "best" else LAST)
-    classifier, state = classifier_from_checkpoint(checkpoint, device)
-    judges = Judges(classifier, list(state["classes"]), quality, e.batch_size)
-    conds = conditions(e.corruptions, e.severities)
     meta = provenance(
         "evaluate",
-        fp,
+        work_fp,
         slice_,
         train=train_fp,
         model=quality.fingerprint(),
         device=str(device),
         checkpoint=e.checkpoint,
     )
-    table, reused = evaluate_to_dir(
-        records,
-        judges,
-        conds,
-        run.root,
-        fp=fp,
-        meta=meta,
-        crop=e.crop,
-        seed=config.seed,
-        policy=decode_policy(config),
-        shard_size=e.shard_size,
-        workers=e.workers,
-        progress=progress,
-    )
+    messages, eval_path = [], run.path(EVAL_FILE)
+    done_before = (read_provenance(eval_path) if eval_path.exists() else None) or {}
+    if done_before.get("fingerprint") == work_fp:
+        messages.append("eval.parquet is up to date: only the summary and figures were remade")
+    else:
+        classifier, state = classifier_from_checkpoint(checkpoint, device)
+        if state.get("fingerprint") != train_fp:
+            raise CheckpointError(
+                f"{checkpoint} was not made by this run's training stage; delete model/ to retrain"
+            )
+        reused = evaluate_to_dir(
+            records,
+            Judges(classifier, list(state["classes"]), quality, e.batch_size),
+            conditions(e.corruptions, e.severities),
+            run.root,
+            fp=work_fp,
+            meta=meta,
+            crop=e.crop,
+            seed=config.seed,
+            policy=decode_policy(config),
+            shard_size=e.shard_size,
+            workers=e.workers,
+            progress=progress,
+        )
+        if reused:
+            messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
+    table = read_eval(eval_path)
     summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
-    write_table(run.path(SUMMARY_FILE), summary, meta)
-    judge = quality.name.upper()
-    figures = [FIGURE_OVERVIEW]
-    plot_corruption_overview(summary, run.path(FIGURE_OVERVIEW), judge=judge)
-    for name in e.corruptions:
-        figure = f"figures/eval_{name}.png"
-        plot_corruption_curves(summary, name, run.path(figure), judge=judge)
-        figures.append(figure)
-    for extra in config.evaluate.extra_sets:
-        figure = f"figures/eval_overview_{extra.name}.png"
-        plot_corruption_overview(summary, run.path(figure), judge=judge, eval_set=extra.name)
-        figures.append(figure)
-    messages = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
+    write_table(run.path(SUMMARY_FILE), summary, {**meta, "fingerprint": fp, "bootstrap": e.bootstrap})
+    figures = _evaluation_figures(config, run, summary, judge=quality.name.upper())
+    messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
     counts = table["status"].value_counts().to_dict()
     messages.append("eval rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if reused:
-        messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
     seconds = time.perf_counter() - start
     run.mark_done("evaluate", fp, [EVAL_FILE, SUMMARY_FILE, *figures], seconds=seconds, messages=messages)
-    discard_eval_parts(run.root)
+    discard_parts(run.path(EVAL_PARTS_DIR))
     return StageResult("evaluate", True, fp, seconds, messages)
+
+
+def _evaluation_figures(config: RunConfig, run: RunDir, summary: pd.DataFrame, judge: str) -> list[str]:
+    """The curves of each corruption and the overviews; figures of conditions no longer run are removed."""
+    for old in run.path("figures").glob("eval_*.png"):
+        old.unlink()
+    figures = [FIGURE_OVERVIEW]
+    plot_corruption_overview(summary, run.path(FIGURE_OVERVIEW), judge=judge)
+    for name in config.evaluate.corruptions:
+        figures.append(f"figures/eval_{name}.png")
+        plot_corruption_curves(summary, name, run.path(figures[-1]), judge=judge)
+    for extra in config.evaluate.extra_sets:
+        figures.append(f"figures/eval_overview_{extra.name}.png")
+        plot_corruption_overview(summary, run.path(figures[-1]), judge=judge, eval_set=extra.name)
+    return figures
 
 
 def _summary_line(summary: pd.DataFrame, eval_set: str) -> str:

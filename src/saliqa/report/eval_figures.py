@@ -16,9 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from saliqa.corrupt import CLEAN
 from saliqa.report.figures import _save
-
-CLEAN = "none"
 
 # (point column, low column, high column, scale to the axis unit, panel name)
 PANELS: tuple[tuple[str, str, str, float, str], ...] = (

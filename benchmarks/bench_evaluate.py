@@ -73,9 +73,10 @@ def bare_loop(records: list[dict], conds: list, judges: Judges, device: str) -> 
     """Seconds for the models alone on crops prepared (decoded, distorted, cropped) beforehand."""
     prepared = ConditionCrops(records, conds, CROP, seed=0, policy=DecodePolicy())
     crops = torch.cat([prepared[i].crops for i in range(len(records))])
+    labels = torch.tensor([judges.index[r["label"]] for r in records]).repeat_interleave(len(conds))
     sync(device)
     start = time.perf_counter()
-    judges(crops)
+    judges(crops, labels)
     sync(device)
     return time.perf_counter() - start
 
@@ -96,7 +97,9 @@ def memory_child(folder: str, n: int, n_conditions: int, device: str, workers: i
     conds = conditions(CORRUPTIONS, (1, 2))[:n_conditions]
     judges = make_judges(device, batch)
     rows = 0
-    for _ in evaluate_records(records, judges, conds, crop=CROP, seed=0, policy=DecodePolicy(), workers=workers):
+    for _ in evaluate_records(
+        records, judges, conds, crop=CROP, seed=0, policy=DecodePolicy(), workers=workers
+    ):
         rows += 1  # rows are consumed as they come, like a shard being written
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -110,7 +113,11 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
         command = [sys.executable, __file__, "--child", str(folder), str(n), str(args.memory_conditions)]
         command += ["--device", args.device, "--workers", str(args.workers), "--batch", str(args.batch)]
         start = time.perf_counter()
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        out = (
+            subprocess.run(command, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         results.append({**json.loads(out), "seconds": time.perf_counter() - start})
     small, large = results
     for r in results:
@@ -156,7 +163,9 @@ def main() -> None:
             read_image(records[0]["path"])
             pipeline_loop(records[:4], conds, judges, args.device, args.workers)  # warm-up
             bare = min(bare_loop(records, conds, judges, args.device) for _ in range(args.repeat))
-            piped = min(pipeline_loop(records, conds, judges, args.device, args.workers) for _ in range(args.repeat))
+            piped = min(
+                pipeline_loop(records, conds, judges, args.device, args.workers) for _ in range(args.repeat)
+            )
             total = len(records) * len(conds)
             print(f"device {args.device}, torch threads {torch.get_num_threads()}, workers {args.workers}")
             print(f"{len(records)} images x {len(conds)} conditions = {total} image-conditions, crop {CROP}")

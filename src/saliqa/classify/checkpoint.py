@@ -16,19 +16,13 @@ import torch
 from torch import Tensor
 
 from saliqa.classify.models import Classifier, build_classifier, read_weights_file
+from saliqa.classify.models import short_list as _short
 from saliqa.errors import CheckpointError
 from saliqa.pipeline.artifacts import atomic_path
 
 FORMAT = "saliqa-classifier"
 VERSION = 1
 _RESERVED = ("format", "version", "arch", "classes", "state_dict")
-_SHOW = 8
-
-
-def _short(keys: list[str] | set[str]) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
 
 
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)

@@ -147,7 +147,8 @@ IMAGENET_WEIGHTS: dict[str, WeightsFile] = {
 """ImageNet weights per architecture (torchvision's); tests point these at a local server."""
 
 
-def _short(keys: list[str] | set[str]) -> str:
+def short_list(keys: list[str] | set[str]) -> str:
+    """Sorted keys for an error message, the first few only."""
     keys = sorted(keys)
     more = f" ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
     return ", ".join(keys[:_SHOW]) + more
@@ -194,7 +195,7 @@ def state_dict_of(obj: Any, source: str | Path = "weights") -> dict[str, Tensor]
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if len(tensors) != len(obj):
         other = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
-        raise CheckpointError(f"{source} is not a state dict: non-tensor entries {_short(other)}")
+        raise CheckpointError(f"{source} is not a state dict: non-tensor entries {short_list(other)}")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
@@ -253,9 +254,9 @@ def load_initial_weights(classifier: Classifier, tensors: dict[str, Tensor], sou
     if missing or unexpected or shapes:
         lines = [f"{source} does not fit {classifier.arch}:"]
         if missing:
-            lines.append(f"missing keys ({len(missing)}): {_short(missing)}")
+            lines.append(f"missing keys ({len(missing)}): {short_list(missing)}")
         if unexpected:
-            lines.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+            lines.append(f"unexpected keys ({len(unexpected)}): {short_list(unexpected)}")
         if shapes:
             more = f" ... (+{len(shapes) - _SHOW} more)" if len(shapes) > _SHOW else ""
             lines.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes[:_SHOW])}{more}")
@@ -302,7 +303,7 @@ def init_weights(
             raise DownloadError(f"ImageNet weights for {classifier.arch}: {err}") from err
         label = "imagenet"
     else:
-        path, label = Path(source), "file"
+        path, label = Path(source).expanduser(), "file"
         if not path.is_file():
             raise CheckpointError(
                 f"no weights file at {path}; initial weights are 'random', 'imagenet' or a path to a "
@@ -326,7 +327,7 @@ def check_pretrained(arch: str, pretrained: str | Path) -> None:
         if arch.startswith(TIMM_PREFIX) or arch not in IMAGENET_WEIGHTS:
             _imagenet_file(arch, None, False)  # raises the explanatory error
         return
-    path = Path(pretrained)
+    path = Path(pretrained).expanduser()
     if not path.is_file():
         raise CheckpointError(
             f"no weights file at {path}; initial weights are 'random', 'imagenet' or a path to a "

@@ -165,3 +165,33 @@ def test_artifacts_are_readable_like_ordinary_files(folder_dataset: Path, tmp_pa
     for path in (tmp_path / "rated").rglob("*"):
         if path.is_file():
             assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_quality_model_without_its_weights_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SALIQA_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = tmp_path / "p2p.toml"
+    config.write_text('[rate]\niqa = "paq2piq"\n')
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "saliqa weights download paq2piq" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_rate_with_paq2piq_weights_from_the_weights_dir(
+    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saliqa.classify.p2p import P2PNet
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save({"model": P2PNet(1).state_dict()}, weights / "RoIPoolModel-fit.10.bs.120.pth")  # random values
+    monkeypatch.setenv("SALIQA_WEIGHTS_DIR", str(weights))
+    assert (
+        main(["rate", str(folder_dataset / "coffee"), "--iqa", "paq2piq", "--json", "-q", "--device", "cpu"])
+        == 0
+    )
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 4 and all(r["iqa"] == "paq2piq" and 0 <= r["quality"] <= 100 for r in rows)

@@ -139,6 +139,44 @@ def show_config(
     typer.echo(dump_config(load_config(config)), nl=False)
 
 
+weights_app = typer.Typer(
+    help="Parameter files of the quality models (PaQ-2-PiQ, NIQE, BRISQUE): where they are, fetching them.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("download")
+def weights_download(
+    model: Annotated[str, typer.Argument(help="paq2piq, niqe or brisque.")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Save here; default: $SALIQA_WEIGHTS_DIR, else the torch hub cache's saliqa/."
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Download a quality model's parameter files once (resumable, size/hash checked); prints their paths."""
+    from saliqa.iqa.weights import download_model
+
+    for path in download_model(model, dest_dir=directory, progress=not quiet):
+        typer.echo(str(path))
+
+
+@weights_app.command("where")
+def weights_where() -> None:
+    """Print, per parameter file, the path found or every place looked."""
+    from saliqa.iqa.weights import WEIGHTS, weights_status
+
+    for status in weights_status():
+        if status.path is not None:
+            typer.echo(f"{status.name}\t{status.path}")
+        else:
+            command = f"saliqa weights download {WEIGHTS[status.name].model}"
+            typer.echo(f"{status.name}\tnot found ({command}); looked in: {', '.join(status.looked)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors end with one line on stderr and a non-zero status (2 for bad usage)."""
     try:

@@ -17,19 +17,45 @@ def _piqe(device: torch.device) -> QualityModel:
     return PIQE(device=device)
 
 
-_FACTORIES: dict[str, Callable[[torch.device], QualityModel]] = {"piqe": _piqe}
+def _paq2piq(device: torch.device) -> QualityModel:
+    from saliqa.iqa.paq2piq import PaQ2PiQ
+
+    return PaQ2PiQ(device=device)
+
+
+_FACTORIES: dict[str, Callable[[torch.device], QualityModel]] = {
+    "piqe": _piqe,
+    "paq2piq": _paq2piq,
+}
 
 
 def quality_model_names() -> tuple[str, ...]:
     return tuple(_FACTORIES)
 
 
-def load_quality_model(name: str, device: str | torch.device = "auto") -> QualityModel:
-    """A ready quality model: ``load_quality_model("piqe")``. Never falls back to another model."""
+def _factory(name: str) -> Callable[[torch.device], QualityModel]:
     try:
-        factory = _FACTORIES[name]
+        return _FACTORIES[name]
     except KeyError:
         raise UnknownModelError(
             f"unknown quality model {name!r}; available: {', '.join(_FACTORIES)}"
         ) from None
-    return factory(resolve_device(device))
+
+
+def load_quality_model(name: str, device: str | torch.device = "auto") -> QualityModel:
+    """A ready quality model: ``load_quality_model("piqe")``. Never falls back to another model.
+
+    PaQ-2-PiQ, NIQE and BRISQUE read parameter files found by :func:`saliqa.iqa.weights.find_weights`
+    (``$SALIQA_WEIGHTS_DIR``, then the torch hub cache); a missing file is a ``WeightsNotFoundError`` that
+    says where to put it and how to download it.
+    """
+    return _factory(name)(resolve_device(device))
+
+
+def check_quality_model(name: str) -> None:
+    """Fail now, before any work, when ``name`` is unknown or one of its parameter files is missing."""
+    from saliqa.iqa.weights import MODELS, find_weights
+
+    _factory(name)
+    for weights in MODELS.get(name, ()):
+        find_weights(weights)

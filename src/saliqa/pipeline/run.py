@@ -27,7 +27,7 @@ from saliqa.device import resolve_device
 from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, ConfigError
 from saliqa.images import DecodePolicy
-from saliqa.iqa.registry import load_quality_model
+from saliqa.iqa.registry import check_quality_model, load_quality_model
 from saliqa.pipeline.artifacts import (
     fingerprint,
     provenance,
@@ -343,6 +343,7 @@ def run_pipeline(
     decode_policy(config)
     for device in (config.rate.device, config.train.device, config.evaluate.device):
         resolve_device(device)
+    check_quality_model(config.rate.iqa)
     check_pretrained(config.train.arch, config.train.pretrained)
     for extra in config.evaluate.extra_sets:
         open_dataset(extra.source, extra.root, listed_only=extra.listed_only)

@@ -1,0 +1,106 @@
+"""The CUDA paths: mixed-precision training, resuming it, evaluating on the GPU. Skipped without CUDA.
+
+CUDA is not bit-reproducible (cuDNN picks algorithms, float16 autocast rounds), so these tests compare with
+the CPU within tolerances instead of bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_folder_dataset
+
+from saliqa.classify.checkpoint import classifier_from_checkpoint, load_checkpoint
+from saliqa.classify.train import BEST, LAST, Trainer
+from saliqa.config import TrainConfig, config_from_dict
+from saliqa.data.readers import read_folder
+from saliqa.images import DecodePolicy
+from saliqa.iqa.registry import load_quality_model
+from saliqa.pipeline.evaluate import Judges, conditions, evaluate_records
+from saliqa.pipeline.run import run_pipeline
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+
+def _trainer(root: Path, out: Path, **overrides: object) -> Trainer:
+    values = {"epochs": 2, "batch_size": 4, "image_size": 64, "workers": 0, "lr": 0.01, "device": "cuda"}
+    frame = read_folder(root).frame
+    val = frame.groupby("label").head(1)
+    return Trainer(
+        frame.drop(val.index),
+        val,
+        TrainConfig(**{**values, **overrides}),
+        out,
+        seed=3,
+        fingerprint="cuda",
+        device=torch.device("cuda"),
+        progress=False,
+    )
+
+
+def test_mixed_precision_training_resumes_and_loads_on_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=4, side=96)
+    trainer = _trainer(root, tmp_path / "run")
+    assert trainer.amp
+    original = Trainer._validate
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(self: Trainer, model: torch.nn.Module) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, model)
+
+    monkeypatch.setattr(Trainer, "_validate", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    monkeypatch.setattr(Trainer, "_validate", original)
+    result = _trainer(root, tmp_path / "run").run()
+    assert result.resumed_epochs == 1 and np.isfinite(result.log["train_loss"]).all()
+    state = load_checkpoint(tmp_path / "run" / LAST)
+    assert state["scaler"]["scale"] > 0  # the gradient scaler's state travels with the checkpoint
+    model, _ = classifier_from_checkpoint(tmp_path / "run" / BEST, "cpu")
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_evaluation_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=3, side=256)
+    _trainer(root, tmp_path / "run", amp=False).run()
+    records = (
+        read_folder(root).frame.assign(set="val")[["image_id", "path", "label", "set"]].to_dict("records")
+    )
+    conds = conditions(("brightness", "contrast", "saturate", "jpeg_compression"), (1, 2))
+    tables = {}
+    for device in ("cpu", "cuda"):
+        model, state = classifier_from_checkpoint(tmp_path / "run" / BEST, device)
+        judges = Judges(model, list(state["classes"]), load_quality_model("piqe", device=device), 32)
+        tables[device] = pd.DataFrame(
+            evaluate_records(records, judges, conds, crop=224, seed=0, policy=DecodePolicy(), workers=2)
+        )
+    cpu, gpu = tables["cpu"], tables["cuda"]
+    np.testing.assert_allclose(gpu["prob_true"], cpu["prob_true"], atol=2e-3)
+    np.testing.assert_allclose(gpu["score"], cpu["score"], rtol=1e-9)  # PIQE runs in float64 on both
+    assert (gpu["top1"] == cpu["top1"]).mean() > 0.95
+
+
+def test_the_whole_pipeline_on_cuda(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=6, side=256)
+    config = config_from_dict(
+        {
+            "data": {"source": "folder", "root": str(root)},
+            "rate": {"device": "cuda"},
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"], "val_fraction": 0.34},
+            "train": {"epochs": 2, "batch_size": 4, "device": "cuda"},
+            "evaluate": {"device": "cuda", "bootstrap": 200},
+        }
+    )
+    results = run_pipeline(config, tmp_path / "out", progress=False)
+    assert all(r.ran for r in results)
+    summary = pd.read_parquet(tmp_path / "out" / "summary.parquet")
+    assert len(summary) == 9 and summary["n"].gt(0).all()

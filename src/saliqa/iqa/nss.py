@@ -1,0 +1,148 @@
+"""Natural-scene statistics shared by NIQE and BRISQUE, written as the LIVE MATLAB releases compute them.
+
+Both models describe MSCN coefficients (and products of neighbouring coefficients) by generalised
+Gaussian fits whose shape ``alpha`` is found by a grid search over ``0.2:0.001:10``: the grid value whose
+moment ratio is nearest the sample's (``min`` in MATLAB, so ties and all-NaN/inf distances give the first
+grid value). The search here is vectorised: a ``searchsorted`` on the (strictly monotone) ratio table and
+a comparison of the two neighbours with MATLAB's own distance, which is the same as MATLAB's scan.
+
+Moments follow MATLAB's empty-set semantics: the mean of no values is NaN, so a block with no negative
+(or positive) values gets NaN left (right) statistics, which NIQE then drops as ``nancov`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.special import gamma as gamma_fn
+
+from saliqa.errors import ImageRejected
+
+GRID_MILLES = (200, 10000)
+"""First and last value of the shape grid ``0.2:0.001:10``, in thousandths (9801 values, each the
+double nearest ``k / 1000``)."""
+
+
+class ImageTooSmall(ImageRejected, ValueError):
+    """The image is smaller than the model needs (e.g. NIQE's 2 x 2 patches of 96 pixels).
+
+    An :class:`~saliqa.errors.ImageRejected` (the pipeline records its ``reason``) and a ``ValueError``.
+    """
+
+
+@lru_cache(maxsize=1)
+def _tables() -> dict[str, np.ndarray]:
+    """Shape grid, ``Gamma(k / alpha)`` for k = 1, 2, 3, and the GGD / AGGD moment ratios on it."""
+    alpha = np.arange(GRID_MILLES[0], GRID_MILLES[1] + 1, dtype=np.float64) / 1000.0
+    g1, g2, g3 = gamma_fn(1.0 / alpha), gamma_fn(2.0 / alpha), gamma_fn(3.0 / alpha)
+    return {
+        "alpha": alpha,
+        "gamma1": g1,
+        "gamma2": g2,
+        "gamma3": g3,
+        "ratio_ggd": (g1 * g3) / (g2**2),  # decreasing in alpha
+        "ratio_aggd": (g2**2) / (g1 * g3),  # increasing in alpha
+    }
+
+
+def grid_table(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """One of the grid tables (``alpha``, ``gamma1..3``, ``ratio_ggd``, ``ratio_aggd``) as float64."""
+    return torch.from_numpy(_tables()[name]).to(device=device, dtype=torch.float64)
+
+
+def nearest_grid_index(ratio: torch.Tensor, x: torch.Tensor, squared: bool) -> torch.Tensor:
+    """Index of MATLAB's ``min`` over the grid of ``(ratio - x).^2`` (``squared``) or ``abs(x - ratio)``.
+
+    ``ratio`` is strictly monotone, so the minimum is at one of the two grid neighbours of ``x``; the
+    lower index wins a tie, and a NaN or infinite smallest distance gives index 0, as MATLAB's ``min``.
+    """
+    n = ratio.shape[0]
+    r, v = (ratio, x) if ratio[-1] > ratio[0] else (-ratio, -x)  # negation is exact: same distances
+    finite_v = torch.where(torch.isnan(v), torch.zeros_like(v), v).contiguous()
+    upper = torch.searchsorted(r, finite_v)
+    lo, hi = (upper - 1).clamp(0, n - 1), upper.clamp(0, n - 1)
+    if squared:
+        d_lo, d_hi = (r[lo] - v) ** 2, (r[hi] - v) ** 2
+    else:
+        d_lo, d_hi = torch.abs(v - r[lo]), torch.abs(v - r[hi])
+    index = torch.where(d_lo <= d_hi, lo, hi)
+    best = torch.minimum(d_lo, d_hi)
+    return torch.where(torch.isfinite(best), index, torch.zeros_like(index))
+
+
+def gamma_at(index: torch.Tensor, k: int) -> torch.Tensor:
+    """``Gamma(k / alpha)`` at grid indices (k = 1, 2 or 3), from the table."""
+    return grid_table(f"gamma{k}", index.device)[index]
+
+
+def ggd_fit(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-mean GGD fit over the last dimension, as BRISQUE's ``estimateggdparam.m``.
+
+    Returns ``(alpha, sigma, index)``: the shape on the grid, ``sigma = sqrt(mean(v^2))`` and the grid
+    index of ``alpha`` (for the Gamma tables).
+    """
+    v = v.to(torch.float64)
+    sigma_sq = (v * v).mean(dim=-1)
+    sigma = torch.sqrt(sigma_sq)
+    e = torch.abs(v).mean(dim=-1)
+    rho = sigma_sq / e**2
+    index = nearest_grid_index(grid_table("ratio_ggd", v.device), rho, squared=False)
+    return grid_table("alpha", v.device)[index], sigma, index
+
+
+def aggd_fit(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric GGD fit over the last dimension, as ``estimateaggdparam.m`` of NIQE and BRISQUE.
+
+    Returns ``(alpha, left_std, right_std, index)``: the shape on the grid, the root mean squares of the
+    negative and of the positive values (NaN when there are none: MATLAB's mean of an empty set) and
+    the grid index of ``alpha``. NIQE's ``beta = std * sqrt(Gamma(1/alpha) / Gamma(3/alpha))``.
+    """
+    v = v.to(torch.float64)
+    sq = v * v
+    zero = torch.zeros((), dtype=torch.float64, device=v.device)
+    neg, pos = v < 0, v > 0
+    left_std = torch.sqrt(torch.where(neg, sq, zero).sum(dim=-1) / neg.sum(dim=-1))
+    right_std = torch.sqrt(torch.where(pos, sq, zero).sum(dim=-1) / pos.sum(dim=-1))
+    gammahat = left_std / right_std
+    rhat = torch.abs(v).mean(dim=-1) ** 2 / sq.mean(dim=-1)
+    rhatnorm = (rhat * (gammahat**3 + 1) * (gammahat + 1)) / ((gammahat**2 + 1) ** 2)
+    index = nearest_grid_index(grid_table("ratio_aggd", v.device), rhatnorm, squared=True)
+    return grid_table("alpha", v.device)[index], left_std, right_std, index
+
+
+def shifted_products(coeffs: torch.Tensor, shifts: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """``coeffs(:) .* circshift(coeffs, s)(:)`` for each shift, over the last two dims, flattened.
+
+    ``torch.roll`` and MATLAB's ``circshift`` move values the same way (positive shift: towards higher
+    indices), wrapping around the last two dimensions (a whole image, or each block when ``coeffs`` is
+    ``(..., rows, cols, h, w)`` blocks, as ``blkproc`` hands them to NIQE's ``computefeature``).
+    """
+    return [(coeffs * torch.roll(coeffs, shifts=tuple(s), dims=(-2, -1))).flatten(-2) for s in shifts]
+
+
+def chunk_size(images: torch.Tensor, max_pixels: int | None) -> int:
+    """Images per chunk: at most ``max_pixels`` pixels (2**20 on CPU, where small chunks stay in cache,
+    2**25 elsewhere), at least one image."""
+    if max_pixels is None:
+        max_pixels = 2**20 if images.device.type == "cpu" else 2**25
+    return max(1, max_pixels // max(1, images.shape[-2] * images.shape[-1]))
+
+
+def to_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, 1, H, W)`` with sides multiples of ``size`` -> blocks ``(B, H/size, W/size, size, size)``."""
+    batch, _, height, width = x.shape
+    rows, cols = height // size, width // size
+    return x.reshape(batch, rows, size, cols, size).permute(0, 1, 3, 2, 4)
+
+
+def logistic_quality(score: torch.Tensor, midpoint: float, width: float) -> torch.Tensor:
+    """A lower-is-better score -> 0-100 quality, ``100 / (1 + exp((score - midpoint) / width))``.
+
+    Monotone decreasing and never saturating, so heavily distorted images keep their order; NaN stays NaN.
+    NIQE and BRISQUE fix ``midpoint`` and ``width`` by matching the quartiles of their scores on the 627
+    CLIVE photos to the quartiles of those photos' MOS (see their module docstrings).
+    """
+    return torch.clamp(100.0 * torch.sigmoid(-(score - midpoint) / width), 0.0, 100.0)

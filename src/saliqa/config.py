@@ -24,7 +24,7 @@ from pydantic import (
 from saliqa.errors import ConfigError
 from saliqa.iqa.categories import CATEGORIES
 
-QUALITY_MODELS: tuple[str, ...] = ("piqe", "paq2piq")
+QUALITY_MODELS: tuple[str, ...] = ("piqe", "paq2piq", "niqe", "brisque")
 """Quality models this version can run; others fail at validation, never silently fall back."""
 
 

@@ -23,9 +23,23 @@ def _paq2piq(device: torch.device) -> QualityModel:
     return PaQ2PiQ(device=device)
 
 
+def _niqe(device: torch.device) -> QualityModel:
+    from saliqa.iqa.niqe import NIQE
+
+    return NIQE(device=device)
+
+
+def _brisque(device: torch.device) -> QualityModel:
+    from saliqa.iqa.brisque import BRISQUE
+
+    return BRISQUE(device=device)
+
+
 _FACTORIES: dict[str, Callable[[torch.device], QualityModel]] = {
     "piqe": _piqe,
     "paq2piq": _paq2piq,
+    "niqe": _niqe,
+    "brisque": _brisque,
 }
 
 

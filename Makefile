@@ -26,6 +26,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_piqe.py
 	$(PY) benchmarks/bench_evaluate.py
+	$(PY) benchmarks/bench_iqa_speed.py
+	$(PY) benchmarks/bench_clive.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

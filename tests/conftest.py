@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_server import FileServer
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -15,6 +17,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    """A file server on 127.0.0.1 (``server.files[name] = bytes``), stopped after the test."""
+    s = FileServer()
+    yield s
+    s.stop()
 
 
 def _photos() -> dict[str, np.ndarray]:

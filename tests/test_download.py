@@ -3,76 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from local_server import FileServer
 
 from saliqa.classify import IMAGENET_WEIGHTS, build_classifier, init_weights
 from saliqa.download import WeightsFile, download, ensure_file, ensure_weights
 from saliqa.errors import DownloadError
-
-
-class FileServer:
-    """Serves ``files`` (name -> bytes); honours ``Range: bytes=N-`` unless ``honour_range`` is off."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.honour_range = True
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                name, ranged = self.path.lstrip("/"), self.headers.get("Range")
-                server.requests.append((name, ranged))
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                body, start = server.files[name], 0
-                if ranged and server.honour_range:
-                    start = int(ranged.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def stop(self) -> None:
-        if self.running:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.thread.join()
-            self.running = False
-
-
-@pytest.fixture
-def server() -> Iterator[FileServer]:
-    s = FileServer()
-    yield s
-    s.stop()
-
 
 DATA = bytes(range(256)) * 4099  # ~1 MiB: several chunks
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from local_server import FileServer
 
 from saliqa.cli import main
 from saliqa.download import WeightsFile, sha256_file
@@ -25,59 +23,6 @@ from saliqa.iqa.weights import (
     find_weights,
     weights_status,
 )
-
-
-class FileServer:
-    """Serves ``files`` (name -> bytes) on 127.0.0.1, honouring ``Range: bytes=N-``; records each request."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                name, ranged = self.path.lstrip("/"), self.headers.get("Range")
-                server.requests.append((name, ranged))
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                body = server.files[name]
-                start = int(ranged.removeprefix("bytes=").split("-")[0]) if ranged else 0
-                if start >= len(body) and ranged:
-                    self.send_error(416)
-                    return
-                self.send_response(206 if ranged else 200)
-                if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def stop(self) -> None:
-        if self.running:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.thread.join()
-            self.running = False
-
-
-@pytest.fixture
-def server() -> Iterator[FileServer]:
-    s = FileServer()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

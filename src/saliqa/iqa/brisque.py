@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saliqa.classify.models import read_weights_file
 from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, WeightsNotFoundError
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
@@ -111,8 +112,8 @@ def _missing(kind: str, path: Path, what: str) -> WeightsNotFoundError:
 def load_svr_model(path: str | Path) -> SvrModel:
     """The SVR from libsvm's text model (LIVE ``allmodel``) or pyiqa's ``brisque_svm_weights.pth``.
 
-    pyiqa's file is a pair ``(sv_coef (n,), sv (n, 36))``: its ``brisque_arch.py`` loads it with
-    ``sv_coef, sv = torch.load(...)`` and transposes ``sv``; the file carries no ``gamma``/``rho``, so the
+    pyiqa's file is a pair ``(sv_coef (n,), sv (n, 36))``: its ``brisque_arch.py`` unpacks the loaded pair
+    as ``sv_coef, sv`` and transposes ``sv``; the file carries no ``gamma``/``rho``, so the
     LIVE values are used (pyiqa hard-codes the same). This layout was read from pyiqa's source, not
     checked on the file itself; ``sv`` stored as ``(36, n)`` is accepted too. If the file holds float32
     tensors (piq's original does), scores differ from the text model's in the sixth digit or so.
@@ -131,7 +132,7 @@ def load_svr_model(path: str | Path) -> SvrModel:
 
 
 def _load_pth(path: Path) -> SvrModel:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_weights_file(path)  # weights-only: a file that needs code is refused, never run
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and all(torch.is_tensor(t) for t in obj)):
         raise CheckpointError(f"{path} is not pyiqa's BRISQUE weights (a pair sv_coef, sv of tensors)")
     coef, sv = (t.detach().to(torch.float64).numpy() for t in obj)

@@ -38,13 +38,12 @@ import numpy as np
 import torch
 
 from saliqa.classify.models import read_weights_file
-from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, WeightsNotFoundError
-from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
-from saliqa.iqa.categories import categorize_quality
+from saliqa.iqa.base import PatchGrid
 from saliqa.iqa.matlab import imresize_half, mscn, rgb_to_gray
 from saliqa.iqa.nss import (
     ImageTooSmall,
+    NssQualityModel,
     aggd_fit,
     chunk_size,
     gamma_at,
@@ -326,7 +325,7 @@ def brisque_quality(score: torch.Tensor) -> torch.Tensor:
     return logistic_quality(score, QUALITY_MIDPOINT, QUALITY_WIDTH)
 
 
-class BRISQUE(QualityModel):
+class BRISQUE(NssQualityModel):
     """BRISQUE as a :class:`QualityModel`, with a 96x96 patch map (see the module docstring).
 
     ``model_path``: libsvm text model (or pyiqa's ``.pth``); ``ranges_path``: the ``svm-scale`` ranges.
@@ -334,9 +333,8 @@ class BRISQUE(QualityModel):
     """
 
     name = "brisque"
-    higher_is_better = False
     score_range = (0.0, 100.0)
-    version = "live-release-1"
+    quality_midpoint, quality_width = QUALITY_MIDPOINT, QUALITY_WIDTH
 
     def __init__(
         self,
@@ -344,7 +342,6 @@ class BRISQUE(QualityModel):
         ranges_path: str | Path | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(device)
         if model_path is None or ranges_path is None:
             from saliqa.iqa.weights import find_weights
 
@@ -353,25 +350,8 @@ class BRISQUE(QualityModel):
         self.model_path, self.ranges_path = Path(model_path).expanduser(), Path(ranges_path).expanduser()
         self.model = load_svr_model(self.model_path)
         self.ranges = load_ranges(self.ranges_path)
-        self.model_sha256 = sha256_file(self.model_path)
-        self.ranges_sha256 = sha256_file(self.ranges_path)
+        super().__init__(device, {"model": self.model_path, "ranges": self.ranges_path})
 
-    def fingerprint(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "model_sha256": self.model_sha256,
-            "ranges_sha256": self.ranges_sha256,
-            "quality_map": f"logistic({QUALITY_MIDPOINT}, {QUALITY_WIDTH})",
-        }
-
-    def rate(self, images: torch.Tensor) -> QualityOutput:
+    def measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, PatchGrid]:
         result = brisque(images, self.model, self.ranges)
-        quality = brisque_quality(result.score)
-        return QualityOutput(
-            score=result.score,
-            quality=quality,
-            category=categorize_quality(quality.detach().cpu().numpy()),
-            patch_map=brisque_quality(result.patch_score).to(torch.float32),
-            grid=result.grid,
-        )
+        return result.score, result.patch_score, result.grid

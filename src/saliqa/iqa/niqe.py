@@ -39,13 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, WeightsNotFoundError
-from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
-from saliqa.iqa.categories import categorize_quality
+from saliqa.iqa.base import PatchGrid
 from saliqa.iqa.matlab import imresize_half, mscn, rgb_to_gray
 from saliqa.iqa.nss import (
     ImageTooSmall,
+    NssQualityModel,
     aggd_fit,
     chunk_size,
     gamma_at,
@@ -236,7 +235,7 @@ def niqe_quality(score: torch.Tensor) -> torch.Tensor:
     return logistic_quality(score, QUALITY_MIDPOINT, QUALITY_WIDTH)
 
 
-class NIQE(QualityModel):
+class NIQE(NssQualityModel):
     """NIQE as a :class:`QualityModel`, with a 96x96 patch map (see the module docstring).
 
     ``params_path``: the pristine model (``.mat`` with ``pop_mu``/``pop_cov`` or ``mu_prisparam``/
@@ -244,36 +243,19 @@ class NIQE(QualityModel):
     """
 
     name = "niqe"
-    higher_is_better = False
     score_range = (0.0, 20.0)
-    version = "live-release-1"
+    quality_midpoint, quality_width = QUALITY_MIDPOINT, QUALITY_WIDTH
 
     def __init__(self, params_path: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        super().__init__(device)
         if params_path is None:
             from saliqa.iqa.weights import find_weights
 
             params_path = find_weights("niqe")
         self.params_path = Path(params_path).expanduser()
         mu, cov = load_niqe_params(self.params_path)
+        super().__init__(device, {"params": self.params_path})
         self.mu_pristine, self.cov_pristine = torch.from_numpy(mu), torch.from_numpy(cov)
-        self.params_sha256 = sha256_file(self.params_path)
 
-    def fingerprint(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "params_sha256": self.params_sha256,
-            "quality_map": f"logistic({QUALITY_MIDPOINT}, {QUALITY_WIDTH})",
-        }
-
-    def rate(self, images: torch.Tensor) -> QualityOutput:
+    def measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, PatchGrid]:
         result = niqe(images, self.mu_pristine, self.cov_pristine)
-        quality = niqe_quality(result.score)
-        return QualityOutput(
-            score=result.score,
-            quality=quality,
-            category=categorize_quality(quality.detach().cpu().numpy()),
-            patch_map=niqe_quality(result.patch_score).to(torch.float32),
-            grid=result.grid,
-        )
+        return result.score, result.patch_score, result.grid

@@ -12,14 +12,19 @@ Moments follow MATLAB's empty-set semantics: the mean of no values is NaN, so a 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.special import gamma as gamma_fn
 
+from saliqa.download import sha256_file
 from saliqa.errors import ImageRejected
+from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
+from saliqa.iqa.categories import categorize_quality
 
 GRID_MILLES = (200, 10000)
 """First and last value of the shape grid ``0.2:0.001:10``, in thousandths (9801 values, each the
@@ -146,3 +151,42 @@ def logistic_quality(score: torch.Tensor, midpoint: float, width: float) -> torc
     CLIVE photos to the quartiles of those photos' MOS (see their module docstrings).
     """
     return torch.clamp(100.0 * torch.sigmoid(-(score - midpoint) / width), 0.0, 100.0)
+
+
+class NssQualityModel(QualityModel):
+    """The shared shell of NIQE and BRISQUE: a lower-is-better score and per-patch scores, both mapped to
+    0-100 quality by the model's CLIVE-calibrated logistic; parameter files identified by their sha256."""
+
+    higher_is_better = False
+    version = "live-release-1"
+    quality_midpoint: float
+    quality_width: float
+
+    def __init__(self, device: str | torch.device, files: dict[str, Path]) -> None:
+        super().__init__(device)
+        self.file_sha256 = {key: sha256_file(path) for key, path in files.items()}
+
+    @abstractmethod
+    def measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, PatchGrid]:
+        """Picture scores ``(B,)``, patch scores ``(B, rows, cols)`` and the patches' grid."""
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            **{f"{key}_sha256": digest for key, digest in self.file_sha256.items()},
+            "quality_map": f"logistic({self.quality_midpoint}, {self.quality_width})",
+        }
+
+    def rate(self, images: torch.Tensor) -> QualityOutput:
+        score, patch_score, grid = self.measure(images)
+        quality = logistic_quality(score, self.quality_midpoint, self.quality_width)
+        return QualityOutput(
+            score=score,
+            quality=quality,
+            category=categorize_quality(quality.detach().cpu().numpy()),
+            patch_map=logistic_quality(patch_score, self.quality_midpoint, self.quality_width).to(
+                torch.float32
+            ),
+            grid=grid,
+        )

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from local_server import FileServer
 from PIL import Image
 
@@ -25,6 +26,20 @@ def server() -> Iterator[FileServer]:
     s = FileServer()
     yield s
     s.stop()
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """An image file as a (1, 3, H, W) float64 batch in [0, 1] (Pillow's RGB conversion)."""
+    pixels = np.array(Image.open(path).convert("RGB"))
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].to(torch.float64) / 255
+
+
+def photo_batch(height: int = 200, width: int = 300) -> torch.Tensor:
+    """Three real photos from scikit-image, cropped to one size: (3, 3, H, W) float64 in [0, 1]."""
+    from skimage import data
+
+    crops = [getattr(data, name)()[:height, :width, :3] for name in ("astronaut", "chelsea", "coffee")]
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(torch.float64) / 255
 
 
 def _photos() -> dict[str, np.ndarray]:

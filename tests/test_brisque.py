@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import load_image, photo_batch
 
 from saliqa.errors import CheckpointError, WeightsNotFoundError
 from saliqa.iqa.brisque import (
@@ -44,21 +44,6 @@ def paths(shared_data: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def model(paths: tuple[Path, Path]) -> BRISQUE:
     return BRISQUE(*paths)
-
-
-def load_image(path: Path) -> torch.Tensor:
-    pixels = np.array(Image.open(path).convert("RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1)[None].to(torch.float64) / 255
-
-
-def photo_batch(height: int = 200, width: int = 300) -> torch.Tensor:
-    """Three real photos from scikit-image, cropped to one size: (3, 3, H, W) in [0, 1]."""
-    import skimage.data
-
-    crops = [
-        getattr(skimage.data, name)()[:height, :width, :3] for name in ("astronaut", "chelsea", "coffee")
-    ]
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(torch.float64) / 255
 
 
 def test_calibration_against_official_scores(model: BRISQUE, shared_data: Path) -> None:

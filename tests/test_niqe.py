@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from PIL import Image
+from conftest import load_image, photo_batch
 
 from saliqa.errors import CheckpointError, ImageRejected, WeightsNotFoundError
 from saliqa.iqa.categories import CATEGORIES, categorize_quality
@@ -41,21 +41,6 @@ def params_path(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def model(params_path: Path) -> NIQE:
     return NIQE(params_path)
-
-
-def load_image(path: Path) -> torch.Tensor:
-    pixels = np.array(Image.open(path).convert("RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1)[None].to(torch.float64) / 255
-
-
-def photo_batch(height: int = 200, width: int = 300) -> torch.Tensor:
-    """Three real photos from scikit-image, cropped to one size: (3, 3, H, W) in [0, 1]."""
-    import skimage.data
-
-    crops = [
-        getattr(skimage.data, name)()[:height, :width, :3] for name in ("astronaut", "chelsea", "coffee")
-    ]
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(torch.float64) / 255
 
 
 def test_calibration_against_official_matlab_scores(model: NIQE, shared_data: Path) -> None:

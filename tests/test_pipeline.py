@@ -344,3 +344,16 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
     shutil.copy(other / "model" / "best.pt", out / "model" / "best.pt")  # weights of another training
     with pytest.raises(CheckpointError, match="not made by this run's training"):
         run_pipeline(_full_config(root, severities=[1]), out, progress=False)
+
+
+def test_train_settings_that_change_no_weight_do_not_retrain(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "dataset", per_class=4, side=96)
+    out = tmp_path / "run"
+    base = _full_config(root)
+    run_pipeline(base, out, until="train", progress=False)
+    same = base.model_copy(
+        update={"train": base.train.model_copy(update={"amp": False, "step_gamma": 0.5, "workers": 1})}
+    )
+    assert [r.ran for r in run_pipeline(same, out, until="train", progress=False)] == [False, False, False]
+    other = base.model_copy(update={"train": base.train.model_copy(update={"lr": 0.02})})
+    assert [r.ran for r in run_pipeline(other, out, until="train", progress=False)] == [False, False, True]

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from saliqa.classify.checkpoint import classifier_from_checkpoint
 from saliqa.classify.models import check_pretrained
 from saliqa.classify.train import BEST, LAST, LOG, Trainer
-from saliqa.config import RunConfig, config_to_dict, dump_config
+from saliqa.config import RunConfig, TrainConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
@@ -176,12 +177,21 @@ def _pretrained_identity(pretrained: str) -> Any:
     return [str(Path(pretrained).expanduser().resolve()), stat.st_size, stat.st_mtime_ns]
 
 
+def _training_settings(t: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The train settings that can change a weight: loader workers never do (every random draw is keyed by
+    image), ``amp`` only on CUDA, the step settings only for the step schedule, warm-up not under onecycle."""
+    unused = {"workers", "device"}
+    unused |= {"amp"} if device.type != "cuda" else set()
+    unused |= {"step_epochs", "step_gamma"} if t.schedule != "step" else set()
+    unused |= {"warmup_epochs"} if t.schedule == "onecycle" else set()
+    return {k: v for k, v in config_to_dict(t).items() if k not in unused}
+
+
 def stage_train(config: RunConfig, run: RunDir, split_fp: str, progress: bool) -> StageResult:
     device = resolve_device(config.train.device)
     t = config.train
-    # Loader workers do not change a single number (every random draw is keyed by image): not fingerprinted.
     slice_ = {
-        "train": {k: v for k, v in config_to_dict(t).items() if k not in ("workers", "device")},
+        "train": _training_settings(t, device),
         "seed": config.seed,
         "images": config_to_dict(config.images),
     }

@@ -230,22 +230,22 @@ def stage_train(config: RunConfig, run: RunDir, split_fp: str, progress: bool) -
     return StageResult("train", True, fp, seconds, messages)
 
 
-def _eval_records(config: RunConfig, run: RunDir) -> tuple[pd.DataFrame, list[Any]]:
-    """The validation split plus every extra evaluation set, with a ``set`` column; and their identities."""
+def _eval_records(run: RunDir, extra_sets: dict[str, ImageTable]) -> tuple[pd.DataFrame, list[Any]]:
+    """The validation split plus every extra evaluation set, with a ``set`` column; and the sets' identities."""
     _, val = _split_records(run)
-    frames = [val.assign(set="val", present=True)[["image_id", "path", "label", "set", "present"]]]
-    identities: list[Any] = []
-    for extra in config.evaluate.extra_sets:
-        table = open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
-        frames.append(table.frame.assign(set=extra.name)[["image_id", "path", "label", "set", "present"]])
-        identities.append([extra.name, listing_fingerprint(table)])
+    columns = ["image_id", "path", "label", "set", "present"]
+    frames = [val.assign(set="val", present=True)[columns]]
+    frames += [table.frame.assign(set=name)[columns] for name, table in extra_sets.items()]
+    identities = [[name, listing_fingerprint(table)] for name, table in extra_sets.items()]
     return pd.concat(frames, ignore_index=True), identities
 
 
-def stage_evaluate(config: RunConfig, run: RunDir, train_fp: str, progress: bool) -> StageResult:
+def stage_evaluate(
+    config: RunConfig, run: RunDir, train_fp: str, extra_sets: dict[str, ImageTable], progress: bool
+) -> StageResult:
     e = config.evaluate
     device = resolve_device(e.device)
-    records, sets = _eval_records(config, run)
+    records, sets = _eval_records(run, extra_sets)
     quality = load_quality_model(config.rate.iqa, device=e.device)
     checkpoint = run.path(MODEL_DIR, BEST if e.checkpoint == "best" else LAST)
     # Loader workers, shard size and the device's index change no number; the bootstrap only the summary.
@@ -355,8 +355,10 @@ def run_pipeline(
         resolve_device(device)
     check_quality_model(config.rate.iqa)
     check_pretrained(config.train.arch, config.train.pretrained)
-    for extra in config.evaluate.extra_sets:
-        open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
+    extra_sets = {
+        extra.name: open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
+        for extra in config.evaluate.extra_sets
+    }
     data = config.data
     table = (
         None if data.source == "demo" else open_dataset(data.source, data.root, listed_only=data.listed_only)
@@ -366,12 +368,12 @@ def run_pipeline(
     if table is None:
         table = demo_dataset(config, run, progress)
     results = [stage_rate(config, run, table, progress)]
-    later = {
-        "split": lambda fp: stage_split(config, run, fp),
-        "train": lambda fp: stage_train(config, run, fp, progress),
-        "evaluate": lambda fp: stage_evaluate(config, run, fp, progress),
-    }
-    for stage in later.values():
+    later = (
+        lambda fp: stage_split(config, run, fp),
+        lambda fp: stage_train(config, run, fp, progress),
+        lambda fp: stage_evaluate(config, run, fp, extra_sets, progress),
+    )
+    for stage in later:
         if results[-1].name == until:
             break
         results.append(stage(results[-1].fingerprint))

@@ -114,10 +114,6 @@ def write_parts(
             writer.write_table(pq.read_table(part, schema=schema))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
-
-
 def read_provenance(path: str | Path) -> dict[str, Any] | None:
     """The provenance recorded in a table written by :func:`write_table`, if any."""
     raw = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY)

@@ -136,7 +136,8 @@ class TrainConfig(_Section):
     """SGD momentum (AdamW: beta1)."""
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
-    """Per-step schedule; ``cosine`` decays to 0 after ``warmup_epochs`` of linear warm-up."""
+    """Per-step schedule; ``cosine`` decays to 0 after ``warmup_epochs`` of linear warm-up (also used by
+    ``step`` and ``constant``); ``onecycle`` has its own warm-up and ignores ``warmup_epochs``."""
     warmup_epochs: float = Field(1.0, ge=0)
     step_epochs: int = Field(10, ge=1)
     """``step`` only: multiply the rate by ``step_gamma`` every this many epochs."""

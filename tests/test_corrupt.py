@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import corruption_helpers
 import numpy as np
 import pytest
+import torch
 
 from saliqa.corrupt import (
     CORRUPTIONS,
@@ -19,6 +21,10 @@ from saliqa.errors import CorruptionError
 ic = pytest.importorskip("imagecorruptions", reason="parity tests need imagecorruptions-imaug 1.1.5")
 
 IMPLEMENTED = ("brightness", "contrast", "jpeg_compression", "saturate")
+DETERMINISTIC = (
+    *("defocus_blur", "zoom_blur", "gaussian_blur", "brightness"),
+    *("contrast", "saturate", "jpeg_compression", "pixelate"),
+)
 SEVERITIES = (1, 2, 3, 4, 5)
 # (photo, crop height, crop width): every photo at an odd small size, then wide and the study's 224x224 crop
 # on a few each, grey 2-D and (H, W, 1) among them; the full-size china.jpg runs in its own test.
@@ -39,28 +45,10 @@ EXTRA = ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
-    """Real photos bundled with scikit-image and scikit-learn, colour and grey (2-D and (H, W, 1))."""
-    from skimage import data
-    from sklearn.datasets import load_sample_image
-
-    camera = data.camera()
-    return {
-        "astronaut": data.astronaut(),
-        "chelsea": data.chelsea(),
-        "coffee": data.coffee(),
-        "rocket": data.rocket(),
-        "camera": camera,
-        "camera_hw1": camera[:, :, None],
-        "china": load_sample_image("china.jpg"),
-        "flower": load_sample_image("flower.jpg"),
-    }
+    return corruption_helpers.photos()
 
 
-def _crop(photo: np.ndarray, height: int, width: int) -> np.ndarray:
-    """An off-centre crop, left as a (non-contiguous) view as a caller would pass it."""
-    top = (photo.shape[0] - height) // 3
-    left = (photo.shape[1] - width) // 2
-    return photo[top : top + height, left : left + width]
+_crop = corruption_helpers.crop
 
 
 def _reference(image: np.ndarray, name: str, severity: int) -> np.ndarray:
@@ -118,15 +106,21 @@ def test_bit_exact_on_all_16m_colours(name: str) -> None:
 def test_hsv_conversion_is_bit_exact_with_skimage() -> None:
     from skimage.color import hsv2rgb, rgb2hsv
 
+    def planes(hwc: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).unsqueeze(0)
+
+    def hwc(bchw: torch.Tensor) -> np.ndarray:
+        return bchw[0].permute(1, 2, 0).numpy()
+
     rgb = _colour_grid(5) / 255.0
-    h, s, v = rgb_to_hsv(rgb)
+    h, s, v = rgb_to_hsv(planes(rgb))
     ref_hsv = rgb2hsv(rgb)
-    np.testing.assert_array_equal(np.stack([h, s, v], axis=-1), ref_hsv)
-    np.testing.assert_array_equal(hsv_to_rgb(h, s, v), hsv2rgb(ref_hsv))
+    np.testing.assert_array_equal(torch.stack([h, s, v], dim=-1)[0].numpy(), ref_hsv)
+    np.testing.assert_array_equal(hwc(hsv_to_rgb(h, s, v)), hsv2rgb(ref_hsv))
     # off-grid HSV values, as brightness and saturate produce them
-    rng = np.random.default_rng(0)
-    hsv = rng.random((200, 300, 3))
-    np.testing.assert_array_equal(hsv_to_rgb(hsv[..., 0], hsv[..., 1], hsv[..., 2]), hsv2rgb(hsv))
+    hsv = np.random.default_rng(0).random((200, 300, 3))
+    off = planes(hsv)
+    np.testing.assert_array_equal(hwc(hsv_to_rgb(off[:, 0], off[:, 1], off[:, 2])), hsv2rgb(hsv))
 
 
 # ---------------------------------------------------------------- outputs
@@ -172,11 +166,11 @@ def test_memory_layout_does_not_change_pixels(photos: dict[str, np.ndarray]) -> 
         np.testing.assert_array_equal(corrupt(view, name, 3), corrupt(np.ascontiguousarray(base), name, 3))
 
 
-def test_rng_is_accepted_and_ignored_by_deterministic_corruptions(photos: dict[str, np.ndarray]) -> None:
+def test_seed_is_accepted_and_ignored_by_deterministic_corruptions(photos: dict[str, np.ndarray]) -> None:
     image = _crop(photos["chelsea"], 48, 48)
-    for name in IMPLEMENTED:
-        out = corrupt(image, name, 5, rng=np.random.default_rng(1))
-        np.testing.assert_array_equal(out, corrupt(image, name, 5, rng=np.random.default_rng(2)))
+    for name in DETERMINISTIC:
+        out = corrupt(image, name, 5, seed=1, image_id="a")
+        np.testing.assert_array_equal(out, corrupt(image, name, 5, seed=2, image_id="b"))
         np.testing.assert_array_equal(out, corrupt(image, name, 5))
 
 
@@ -221,15 +215,15 @@ def test_families_follow_imagenet_c() -> None:
     assert list(corruption_names()) == ic.get_corruption_names("all")
 
 
-def test_only_the_four_digital_ones_are_implemented() -> None:
-    assert available_corruptions() == ("brightness", "contrast", "jpeg_compression", "saturate")
+def test_all_19_are_implemented_and_random_ones_draw() -> None:
+    assert available_corruptions() == corruption_names()
     for name, entry in CORRUPTIONS.items():
-        assert entry.implemented == (name in IMPLEMENTED) == (entry.fn is not None)
+        assert entry.implemented and entry.random == (name not in DETERMINISTIC), name
 
 
 def test_entries_are_frozen() -> None:
     with pytest.raises(AttributeError):
-        CORRUPTIONS["contrast"].fn = None  # type: ignore[misc]
+        CORRUPTIONS["contrast"].apply = None  # type: ignore[misc]
     with pytest.raises(TypeError):
         CORRUPTIONS["new"] = CORRUPTIONS["contrast"]  # type: ignore[index]
 

@@ -12,31 +12,49 @@ gaussian_blur blur, spatter weather and saturate digital.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Literal
 
 import numpy as np
+import torch
 
-from saliqa.corrupt import digital
+from saliqa.corrupt import blur, digital, noise, snow, spatter, weather
 from saliqa.errors import CorruptionError
+from saliqa.seeding import rng_for
 
 __all__ = [
     "CLEAN",
     "CORRUPTIONS",
+    "ApplyFn",
     "Corruption",
-    "CorruptionFn",
+    "DrawFn",
+    "Params",
     "available_corruptions",
     "check_corruption",
     "corrupt",
+    "corrupt_batch",
     "corruption_names",
+    "corruption_rng",
 ]
 
 Family = Literal["noise", "blur", "weather", "digital"]
 Group = Literal["common", "extra"]
-CorruptionFn = Callable[[np.ndarray, int, "np.random.Generator | None"], np.ndarray]
-"""``(image uint8 (H, W, 3) C-contiguous, severity 1..5, rng) -> float64 in [0, 255] or uint8 (H, W, 3)``."""
+Params = dict[str, torch.Tensor]
+"""A batch's random draws: each value has the batch as its first dimension."""
+ApplyFn = Callable[[torch.Tensor, int, Params], torch.Tensor]
+"""``(x (B, 3, H, W) float in [0, 255], severity 1..5, params) -> (B, 3, H, W) float in [0, 255]``.
+
+``x`` is float64 on the exact path (uint8 input) and the caller's float dtype otherwise; the function may
+not modify ``x``. The result is clipped as the reference clips it; the caller truncates to uint8 levels.
+"""
+DrawFn = Callable[[torch.Tensor, int, np.random.Generator], "dict[str, np.ndarray | float | int]"]
+"""``(one image (3, H, W) in [0, 255], severity, its own rng) -> that image's random draws``.
+
+Called once per image with the stream of (seed, image id, corruption, severity), so a draw never depends on
+the batch it travels in. Most draws use only the image's size; equal-size images give equal-shape arrays.
+"""
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CLEAN = "none"
@@ -46,40 +64,62 @@ MIN_SIDE = 32  # imagecorruptions refuses smaller images (several kernels need t
 
 @dataclass(frozen=True)
 class Corruption:
-    """One ImageNet-C corruption: its name, family, benchmark group and function (None: not yet here)."""
+    """One ImageNet-C corruption: name, family, benchmark group, and how it is computed.
+
+    ``apply`` is the deterministic, batched part; ``draw`` (None for deterministic corruptions) makes one
+    image's random draws. ``batched`` is False for the few that go through a CPU codec image by image.
+    """
 
     name: str
     family: Family
     group: Group
-    fn: CorruptionFn | None = None
+    apply: ApplyFn | None = None
+    draw: DrawFn | None = None
+    batched: bool = True
 
     @property
     def implemented(self) -> bool:
-        return self.fn is not None
+        return self.apply is not None
+
+    @property
+    def random(self) -> bool:
+        return self.draw is not None
+
+
+def _entry(name: str, family: Family, group: Group, module: ModuleType) -> Corruption:
+    """A registry entry from the module that computes ``name``: ``name`` applies, ``draw_<name>`` draws."""
+    return Corruption(
+        name,
+        family,
+        group,
+        apply=getattr(module, name, None),
+        draw=getattr(module, f"draw_{name}", None),
+        batched=name not in getattr(module, "IMAGE_BY_IMAGE", ()),
+    )
 
 
 def _entries() -> tuple[Corruption, ...]:
     """The 19 corruptions in imagecorruptions' canonical order: the 15 common ones, then the 4 extra."""
     return (
-        Corruption("gaussian_noise", "noise", "common"),
-        Corruption("shot_noise", "noise", "common"),
-        Corruption("impulse_noise", "noise", "common"),
-        Corruption("defocus_blur", "blur", "common"),
-        Corruption("glass_blur", "blur", "common"),
-        Corruption("motion_blur", "blur", "common"),
-        Corruption("zoom_blur", "blur", "common"),
-        Corruption("snow", "weather", "common"),
-        Corruption("frost", "weather", "common"),
-        Corruption("fog", "weather", "common"),
-        Corruption("brightness", "weather", "common", digital.brightness),
-        Corruption("contrast", "digital", "common", digital.contrast),
-        Corruption("elastic_transform", "digital", "common"),
-        Corruption("pixelate", "digital", "common"),
-        Corruption("jpeg_compression", "digital", "common", digital.jpeg_compression),
-        Corruption("speckle_noise", "noise", "extra"),
-        Corruption("gaussian_blur", "blur", "extra"),
-        Corruption("spatter", "weather", "extra"),
-        Corruption("saturate", "digital", "extra", digital.saturate),
+        _entry("gaussian_noise", "noise", "common", noise),
+        _entry("shot_noise", "noise", "common", noise),
+        _entry("impulse_noise", "noise", "common", noise),
+        _entry("defocus_blur", "blur", "common", blur),
+        _entry("glass_blur", "blur", "common", blur),
+        _entry("motion_blur", "blur", "common", blur),
+        _entry("zoom_blur", "blur", "common", blur),
+        _entry("snow", "weather", "common", snow),
+        _entry("frost", "weather", "common", weather),
+        _entry("fog", "weather", "common", weather),
+        _entry("brightness", "weather", "common", digital),
+        _entry("contrast", "digital", "common", digital),
+        _entry("elastic_transform", "digital", "common", digital),
+        _entry("pixelate", "digital", "common", digital),
+        _entry("jpeg_compression", "digital", "common", digital),
+        _entry("speckle_noise", "noise", "extra", noise),
+        _entry("gaussian_blur", "blur", "extra", blur),
+        _entry("spatter", "weather", "extra", spatter),
+        _entry("saturate", "digital", "extra", digital),
     )
 
 
@@ -159,25 +199,91 @@ def _as_rgb_uint8(image: object) -> np.ndarray:
         )
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
         raise CorruptionError(f"image must be (H, W), (H, W, 1) or (H, W, 3), got shape {image.shape}")
-    height, width = image.shape[:2]
-    if height < MIN_SIDE or width < MIN_SIDE:
-        raise CorruptionError(f"image is {height}x{width}; corruptions need height and width >= {MIN_SIDE}")
+    _check_size(*image.shape[:2])
     if image.ndim == 2 or image.shape[2] == 1:
-        return np.repeat(image.reshape(height, width, 1), 3, axis=2)
+        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
     return np.ascontiguousarray(image)
 
 
-def corrupt(
-    image: np.ndarray, name: str, severity: int, *, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """Apply corruption ``name`` at ``severity`` (1..5); returns a new uint8 (H, W, 3) array.
+def _check_size(height: int, width: int) -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise CorruptionError(f"image is {height}x{width}; corruptions need height and width >= {MIN_SIDE}")
 
-    Same pixels as ``imagecorruptions.corrupt(image, corruption_name=name, severity=severity)``: the
-    corruption works in float64 and the result is truncated by ``np.uint8`` after the reference's clip.
-    ``rng`` feeds the random corruptions; deterministic ones ignore it. The input is never modified.
+
+def _check_batch(images: object) -> torch.Tensor:
+    """A (B, 3, H, W) uint8 or float tensor; (B, 1, H, W) grey is repeated to three channels."""
+    if not isinstance(images, torch.Tensor):
+        raise CorruptionError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise CorruptionError(f"images must be (B, 3, H, W) or (B, 1, H, W), got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise CorruptionError(f"images must be uint8 in [0, 255] or float in [0, 1], got {images.dtype}")
+    _check_size(*images.shape[-2:])
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def corruption_rng(seed: int, image_id: object, name: str, severity: int) -> np.random.Generator:
+    """The random stream of one image under one corruption and severity, derived from the run's seed."""
+    return rng_for(seed, image_id, name, severity)
+
+
+def _draws(
+    entry: Corruption, x: torch.Tensor, severity: int, seed: int, image_ids: Sequence[object]
+) -> Params:
+    """Each image's draws from its own stream, stacked along the batch on the batch's device."""
+    if entry.draw is None:
+        return {}
+    per_image = [
+        entry.draw(image, severity, corruption_rng(seed, image_id, entry.name, severity))
+        for image, image_id in zip(x, image_ids, strict=True)
+    ]
+    return {
+        key: torch.as_tensor(np.stack([np.asarray(d[key]) for d in per_image])).to(x.device)
+        for key in per_image[0]
+    }
+
+
+def corrupt_batch(
+    images: torch.Tensor,
+    name: str,
+    severity: int,
+    *,
+    seed: int = 0,
+    image_ids: Sequence[object] | None = None,
+) -> torch.Tensor:
+    """Corrupt a batch (B, 3, H, W) of equal-size images on its own device; returns a new tensor.
+
+    uint8 input is computed in float64 and gives ``corrupt``'s pixels; float input in [0, 1] is computed in
+    its own dtype (float32 is the fast GPU path) and returned in [0, 1] on the same 256 levels, since the
+    reference's output is uint8. Random draws for image ``i`` come from the stream of (seed,
+    ``image_ids[i]``, name, severity); pass stable ids (file names, dataset indices) so that an image gets the
+    same corruption whatever batch it is in. The default ids are the positions 0..B-1.
     """
     entry = check_corruption(name, severity)
+    assert entry.apply is not None  # check_corruption refuses unimplemented names
+    images = _check_batch(images)
+    ids = list(range(len(images))) if image_ids is None else list(image_ids)
+    if len(ids) != len(images):
+        raise CorruptionError(f"{len(ids)} image ids for a batch of {len(images)} images")
+    exact = images.dtype == torch.uint8
+    with torch.no_grad():
+        x = images.to(torch.float64) if exact else images * 255.0
+        out = entry.apply(x, int(severity), _draws(entry, x, int(severity), seed, ids))
+        if exact:
+            return out.to(torch.uint8)  # truncation of values in [0, 255], as np.uint8 does
+        return torch.floor(out).div_(255.0).to(images.dtype)
+
+
+def corrupt(
+    image: np.ndarray, name: str, severity: int, *, seed: int = 0, image_id: object = 0
+) -> np.ndarray:
+    """Apply corruption ``name`` at ``severity`` (1..5) to one uint8 image; returns a new uint8 (H, W, 3).
+
+    Follows ``imagecorruptions.corrupt(image, corruption_name=name, severity=severity)`` step by step, in
+    float64, with the final uint8 truncation; random draws come from the stream of (seed, image_id, name,
+    severity) instead of numpy's global state, so a call is reproducible. The input is never modified.
+    """
+    check_corruption(name, severity)
     rgb = _as_rgb_uint8(image)
-    assert entry.fn is not None  # check_corruption refuses unimplemented names
-    out = entry.fn(rgb, int(severity), rng)
-    return out if out.dtype == np.uint8 else out.astype(np.uint8)
+    batch = torch.tensor(rgb).permute(2, 0, 1).unsqueeze(0)  # a copy: the input stays untouched
+    return corrupt_batch(batch, name, severity, seed=seed, image_ids=[image_id])[0].permute(1, 2, 0).numpy()

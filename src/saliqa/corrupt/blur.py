@@ -1,0 +1,1 @@
+"""Placeholder while the corruptions of this module are written (issue 5)."""

@@ -1,0 +1,94 @@
+"""Filters shared by several corruptions, written to give scipy.ndimage's numbers on batched tensors.
+
+``gaussian_filter`` repeats scipy's arithmetic: the kernel is built with numpy exactly as
+``scipy.ndimage._gaussian_kernel1d`` builds it, axis 0 (rows) is filtered before axis 1, and each output
+value is summed as scipy's symmetric correlation sums it (centre tap first, then the pairs from the
+outermost inwards), in float64, rounded to the input's dtype after each axis. On float64 input this is
+bit-exact with ``skimage.filters.gaussian`` / ``scipy.ndimage.gaussian_filter``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+import numpy as np
+import torch
+
+__all__ = ["BorderMode", "border_index", "gaussian_filter", "gaussian_kernel1d"]
+
+BorderMode = Literal["nearest", "reflect", "mirror", "wrap"]
+"""scipy.ndimage's names: nearest = aaa|abcd|ddd, reflect = cba|abcd|dcb, mirror = dcb|abcd|cba."""
+
+
+@cache
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> tuple[float, ...]:
+    """scipy's normalised Gaussian taps for ``sigma`` (radius ``int(truncate * sigma + 0.5)``)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
+    return tuple((phi / phi.sum()).tolist())
+
+
+@cache
+def _border_index_cached(size: int, radius: int, mode: BorderMode) -> torch.Tensor:
+    i = np.arange(-radius, size + radius)
+    if mode == "nearest":
+        j = np.clip(i, 0, size - 1)
+    elif mode == "wrap":
+        j = np.mod(i, size)
+    elif mode == "reflect":  # period 2n, the edge sample repeated
+        j = np.mod(i, 2 * size)
+        j = np.where(j >= size, 2 * size - 1 - j, j)
+    elif mode == "mirror":  # period 2n - 2, the edge sample not repeated
+        period = max(2 * size - 2, 1)
+        j = np.mod(i, period)
+        j = np.where(j >= size, period - j, j)
+    else:
+        raise ValueError(f"unknown border mode {mode!r}")
+    return torch.from_numpy(j.astype(np.int64))
+
+
+def border_index(
+    size: int, radius: int, mode: BorderMode, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Source indices of a line of ``size`` samples padded by ``radius`` on each side under ``mode``."""
+    return _border_index_cached(size, radius, mode).to(device)
+
+
+def _correlate_symmetric(
+    x: torch.Tensor, taps: tuple[float, ...], dim: int, mode: BorderMode
+) -> torch.Tensor:
+    """scipy's symmetric 1-D correlation of float64 ``x`` along ``dim``."""
+    radius = len(taps) // 2
+    size = x.shape[dim]
+    padded = x.index_select(dim, border_index(size, radius, mode, x.device))
+    out = padded.narrow(dim, radius, size) * taps[radius]
+    for j in range(radius, 0, -1):  # outermost pair first, as scipy accumulates
+        out += (padded.narrow(dim, radius - j, size) + padded.narrow(dim, radius + j, size)) * taps[
+            radius - j
+        ]
+    return out
+
+
+def gaussian_filter(
+    x: torch.Tensor,
+    sigma: float | tuple[float, float],
+    *,
+    mode: BorderMode = "nearest",
+    truncate: float = 4.0,
+) -> torch.Tensor:
+    """Gaussian blur over the last two dims (rows, then columns), as ``scipy.ndimage.gaussian_filter``.
+
+    ``sigma`` is one value or (rows, columns); a sigma of 0 leaves that axis alone, as scipy does.
+    skimage.filters.gaussian's default mode is "nearest"; its "reflect" is scipy's "reflect".
+    """
+    sigmas = (sigma, sigma) if isinstance(sigma, int | float) else sigma
+    out_dtype = x.dtype
+    out = x
+    for dim, s in zip((-2, -1), sigmas, strict=True):
+        if float(s) <= 1e-15:
+            continue
+        out = _correlate_symmetric(out.to(torch.float64), gaussian_kernel1d(float(s), truncate), dim, mode)
+        out = out.to(out_dtype)  # scipy writes each axis' result into an array of the input's dtype
+    return out if out is not x else x.clone()

@@ -40,7 +40,8 @@ def test_dump_and_load_round_trip(tmp_path: Path) -> None:
         ({"train": {"batch_size": 1}}, "train.batch_size"),
         ({"train": {"device": "tpu"}}, "train.device"),
         ({"evaluate": {"corruptions": ["brightnes"]}}, "evaluate.corruptions"),
-        ({"evaluate": {"corruptions": ["fog"]}}, "evaluate.corruptions"),
+        ({"evaluate": {"corruptions": "validation"}}, "evaluate.corruptions"),
+        ({"evaluate": {"corruptions": ["blur", "zoom_blur"]}}, "evaluate.corruptions"),
         ({"evaluate": {"severities": [0, 2]}}, "evaluate.severities"),
         ({"evaluate": {"checkpoint": "first"}}, "evaluate.checkpoint"),
         ({"evaluate": {"extra_sets": [{"name": "val", "root": "/x"}]}}, "evaluate.extra_sets[0].name"),
@@ -63,8 +64,23 @@ def test_relative_root_is_resolved_against_the_config_file(tmp_path: Path) -> No
 def test_corruption_errors_say_what_to_do() -> None:
     with pytest.raises(ConfigError, match="did you mean 'brightness'"):
         config_from_dict({"evaluate": {"corruptions": ["brightnes"]}})
-    with pytest.raises(ConfigError, match="not implemented in this version"):
-        config_from_dict({"evaluate": {"corruptions": ["fog"]}})
+    with pytest.raises(ConfigError, match="listed more than once"):
+        config_from_dict({"evaluate": {"corruptions": ["noise", "shot_noise"]}})
+
+
+def test_corruption_selections_expand_in_canonical_order() -> None:
+    from saliqa.corrupt import corruption_names
+
+    def names(value: object) -> tuple[str, ...]:
+        return config_from_dict({"evaluate": {"corruptions": value}}).evaluate.corruptions
+
+    assert names("all") == corruption_names("all") and len(names("all")) == 19
+    assert names("common") == corruption_names("common") and len(names("common")) == 15
+    assert names("extra") == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+    assert names(["fog", "noise"]) == ("fog", "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
+    assert names("fog") == ("fog",)
+    everything = config_from_dict({"evaluate": {"corruptions": "all", "severities": [1, 2, 3, 4, 5]}})
+    assert len(everything.evaluate.corruptions) * len(everything.evaluate.severities) == 95
 
 
 def test_the_defaults_are_the_reports_protocol() -> None:

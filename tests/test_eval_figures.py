@@ -89,12 +89,38 @@ def test_every_figure_writes_a_png(tmp_path: Path, name: str) -> None:
     corruption = next((c for c in summary["corruption"] if c != "none"), "none")
     _check_png(ef.plot_corruption_curves(summary, corruption, tmp_path / "curves.png", judge="PIQE $1_a"))
     _check_png(ef.plot_corruption_overview(summary, tmp_path / "overview.png", judge="PIQE", eval_set="test"))
+    _check_png(ef.plot_corruption_heatmap(summary, tmp_path / "heatmap.png", eval_set="test"))
 
 
 def test_overview_png_with_19_corruptions(tmp_path: Path) -> None:
     _check_png(
         ef.plot_corruption_overview(_summary(CORRUPTIONS_19, (1, 2, 3, 4, 5)), str(tmp_path / "all.png"))
     )
+
+
+def test_heatmap_of_19_by_5_shows_the_summarys_top1(tmp_path: Path) -> None:
+    summary = _summary(CORRUPTIONS_19, (1, 2, 3, 4, 5))
+    _check_png(ef.plot_corruption_heatmap(summary, tmp_path / "heat.png"))
+    fig = ef._heatmap_figure(summary, eval_set="val")
+    ax = fig.axes[0]
+    (image,) = [im for im in ax.get_images() if im.get_gid() == "top1_heatmap"]
+    grid = np.ma.filled(image.get_array(), np.nan)
+    assert grid.shape == (19, 6)
+    assert [t.get_text() for t in ax.get_yticklabels()] == CORRUPTIONS_19
+    val = summary[summary["set"] == "val"].set_index(["corruption", "severity"])["top1_acc"] * 100
+    for i, name in enumerate(CORRUPTIONS_19):
+        assert grid[i, 0] == pytest.approx(val["none", 0])
+        for severity in range(1, 6):
+            assert grid[i, severity] == pytest.approx(val[name, severity])
+    assert len(ax.texts) == 19 * 6
+
+
+def test_heatmap_leaves_conditions_not_run_empty() -> None:
+    summary = _summary(["fog", "contrast"], (1, 3))
+    summary = summary[~((summary["corruption"] == "fog") & (summary["severity"] == 3))]
+    names, severities, grid = ef.heatmap_grid(summary)
+    assert names == ["fog", "contrast"] and severities == [0, 1, 3]
+    assert np.isnan(grid[0, 2]) and np.isfinite(grid[1]).all()
 
 
 def test_training_png_and_edge_cases(tmp_path: Path) -> None:

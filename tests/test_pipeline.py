@@ -243,6 +243,8 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
         "figures/training_curves.png",
         "figures/eval_overview.png",
         "figures/eval_overview_test.png",
+        "figures/eval_heatmap.png",
+        "figures/eval_heatmap_test.png",
         *(f"figures/eval_{c}.png" for c in ("brightness", "contrast", "saturate", "jpeg_compression")),
     ):
         assert (out / name).stat().st_size > 0, name
@@ -302,6 +304,8 @@ def test_scene15_real_scenes_train_and_evaluate_above_chance(shared_data: Path, 
         "figures/training_curves.png",
         "figures/eval_overview.png",
         "figures/eval_overview_test.png",
+        "figures/eval_heatmap.png",
+        "figures/eval_heatmap_test.png",
         "figures/eval_contrast.png",
     ):
         assert (out / name).stat().st_size > 0, name
@@ -333,6 +337,27 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
     assert [r.ran for r in results] == [False, False, False, True]
     assert any("only the summary" in m for m in results[-1].messages)
     assert (out / "eval.parquet").stat().st_mtime_ns == stamp
+    assert not (out / "robustness.parquet").exists()
+
+    # robustness references change robustness.parquet only; a run scored against itself has CE 1
+    baseline = tmp_path / "baseline.parquet"
+    shutil.copy(out / "eval.parquet", baseline)
+    scored = _full_config(root, severities=[1], bootstrap=300, baseline=str(baseline), alexnet_reference=True)
+    results = run_pipeline(scored, out, progress=False)
+    assert [r.ran for r in results] == [False, False, False, True]
+    assert (out / "eval.parquet").stat().st_mtime_ns == stamp
+    scores = pd.read_parquet(out / "robustness.parquet")
+    mine = scores[scores["reference"] == "baseline"]
+    assert set(mine["corruption"]) == {"brightness", "contrast", "saturate", "jpeg_compression", "mCE"}
+    assert np.allclose(mine["ce"].dropna(), 1.0) and not mine["approximate"].any()
+    assert scores[scores["reference"] == "alexnet"]["approximate"].all()
+    assert read_provenance(out / "robustness.parquet")["baseline"] == str(baseline)
+    from saliqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="evaluate.baseline: no eval table"):
+        run_pipeline(
+            _full_config(root, severities=[1], baseline=str(tmp_path / "nowhere")), out, progress=False
+        )
 
     other = tmp_path / "other"
     run_pipeline(

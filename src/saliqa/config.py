@@ -190,7 +190,10 @@ class EvaluateConfig(_Section):
 
     corruptions: tuple[str, ...] = ("brightness", "contrast", "saturate", "jpeg_compression")
     severities: tuple[int, ...] = (1, 2)
-    """The report's protocol: the four corruptions above at severities 1 and 2 (plus the clean image)."""
+    """The report's protocol: the four corruptions above at severities 1 and 2 (plus the clean image).
+
+    ``corruptions`` also takes "all" (the 19), "common" (ImageNet-C's 15), "extra" (its 4 validation ones) or a
+    family name, alone or inside the list."""
     crop: int = Field(224, ge=32)
     checkpoint: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1)
@@ -203,6 +206,24 @@ class EvaluateConfig(_Section):
     bootstrap: int = Field(1000, ge=100)
     """Resamples behind each 95% interval of summary.parquet."""
     extra_sets: tuple[EvalSetConfig, ...] = ()
+    baseline: Path | None = None
+    """Another run's directory or its eval.parquet: CE and relative CE per corruption and the mCE against it
+    are written to robustness.parquet (set by set, over the severities both runs have)."""
+    alexnet_reference: bool = False
+    """Also score CE and mCE against AlexNet's published ImageNet-C errors (for ImageNet runs; approximate,
+    since saliqa corrupts full-size images on the fly rather than the released 224-pixel JPEG files)."""
+
+    @field_validator("corruptions", mode="before")
+    @classmethod
+    def _expand_selections(cls, value: object) -> object:
+        """ "all", "common", "extra" or a family ("noise", "blur", "weather", "digital"), alone or in a list,
+        stand for their corruptions in canonical order; the resolved config lists the names."""
+        from saliqa.corrupt import SELECTIONS, corruption_names
+
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(n for item in items for n in (corruption_names(item) if item in SELECTIONS else (item,)))
 
     @field_validator("corruptions")
     @classmethod
@@ -212,7 +233,7 @@ class EvaluateConfig(_Section):
         for name in value:
             check_corruption(name)
         if len(set(value)) != len(value):
-            raise ValueError("corruptions are listed more than once")
+            raise ValueError("corruptions are listed more than once (a selection may already include one)")
         return value
 
     @field_validator("severities")
@@ -296,6 +317,7 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> None:
     evaluate = values.get("evaluate")
     for extra in evaluate.get("extra_sets", []) if isinstance(evaluate, dict) else []:
         resolve(extra, "root")
+    resolve(evaluate, "baseline")
 
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from saliqa.seeding import rng_for
 __all__ = [
     "CLEAN",
     "CORRUPTIONS",
+    "SELECTIONS",
+    "SEVERITIES",
     "ApplyFn",
     "Corruption",
     "DrawFn",
@@ -126,7 +128,8 @@ def _entries() -> tuple[Corruption, ...]:
 CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType({c.name: c for c in _entries()})
 """Name -> Corruption for all 19, in canonical order (read-only)."""
 
-_SELECTIONS = ("all", "common", "extra", "noise", "blur", "weather", "digital")
+SELECTIONS = ("all", "common", "extra", "noise", "blur", "weather", "digital")
+"""The names ``corruption_names`` accepts: everything, a benchmark group, or a family."""
 
 
 def corruption_names(which: str = "all") -> tuple[str, ...]:
@@ -135,9 +138,9 @@ def corruption_names(which: str = "all") -> tuple[str, ...]:
     A family includes its extra member (e.g. "noise" ends with speckle_noise), unlike imagecorruptions'
     ``get_corruption_names``, whose family subsets cover the common 15 only.
     """
-    if which not in _SELECTIONS:
+    if which not in SELECTIONS:
         raise CorruptionError(
-            f"unknown corruption selection {which!r}; choose one of {', '.join(_SELECTIONS)}"
+            f"unknown corruption selection {which!r}; choose one of {', '.join(SELECTIONS)}"
         )
     return tuple(c.name for c in CORRUPTIONS.values() if which in ("all", c.group, c.family))
 

@@ -33,7 +33,6 @@ from saliqa.loading import data_loader, to_unit_float
 from saliqa.pipeline.artifacts import write_parts
 from saliqa.pipeline.shards import Shards
 from saliqa.progress import progress_bar
-from saliqa.seeding import rng_for
 
 EVAL_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -140,7 +139,7 @@ class ConditionCrops(Dataset):
             if name == CLEAN:
                 distorted = image
             else:  # every random draw comes from this image's own stream for this condition
-                distorted = corrupt(image, name, severity, rng=rng_for(self.seed, image_id, name, severity))
+                distorted = corrupt(image, name, severity, seed=self.seed, image_id=image_id)
             crops[k] = center_crop(distorted, self.crop)
         return torch.from_numpy(crops).permute(0, 3, 1, 2), upscaled
 

@@ -21,7 +21,7 @@ import torch
 from saliqa.classify.checkpoint import classifier_from_checkpoint
 from saliqa.classify.models import check_pretrained
 from saliqa.classify.train import BEST, LAST, LOG, Trainer
-from saliqa.config import RunConfig, TrainConfig, config_to_dict, dump_config
+from saliqa.config import EvaluateConfig, RunConfig, TrainConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
@@ -45,8 +45,14 @@ from saliqa.pipeline.rate import PARTS_DIR as RATE_PARTS_DIR
 from saliqa.pipeline.rundir import RunDir
 from saliqa.pipeline.shards import discard_parts
 from saliqa.progress import progress_callback
-from saliqa.report.eval_figures import plot_corruption_curves, plot_corruption_overview, plot_training_curves
+from saliqa.report.eval_figures import (
+    plot_corruption_curves,
+    plot_corruption_heatmap,
+    plot_corruption_overview,
+    plot_training_curves,
+)
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
+from saliqa.robustness import corruption_errors
 from saliqa.stats import summarize_eval
 
 log = logging.getLogger(__name__)
@@ -58,7 +64,9 @@ FIGURE_TRAINING = "figures/training_curves.png"
 FIGURE_OVERVIEW = "figures/eval_overview.png"
 MODEL_DIR = "model"
 SUMMARY_FILE = "summary.parquet"
-_STAGE_VERSIONS = {"rate": 1, "split": 1, "train": 1, "evaluate": 1}
+ROBUSTNESS_FILE = "robustness.parquet"
+FIGURE_HEATMAP = "figures/eval_heatmap.png"
+_STAGE_VERSIONS = {"rate": 1, "split": 1, "train": 1, "evaluate": 2}
 """Bumped when a stage's code changes its output, so old artifacts are not reused."""
 
 
@@ -248,8 +256,9 @@ def stage_evaluate(
     records, sets = _eval_records(run, extra_sets)
     quality = load_quality_model(config.rate.iqa, device=e.device)
     checkpoint = run.path(MODEL_DIR, BEST if e.checkpoint == "best" else LAST)
-    # Loader workers, shard size and the device's index change no number; the bootstrap only the summary.
-    ignored = ("workers", "shard_size", "device", "bootstrap")
+    # Loader workers, shard size and the device's index change no number; the bootstrap only the summary,
+    # the robustness references only robustness.parquet.
+    ignored = ("workers", "shard_size", "device", "bootstrap", "baseline", "alexnet_reference")
     slice_ = {
         "evaluate": {k: v for k, v in config_to_dict(e).items() if k not in ignored},
         "seed": config.seed,
@@ -258,7 +267,8 @@ def stage_evaluate(
     }
     work = [train_fp, slice_, sets, quality.fingerprint(), device.type, sha256_file(checkpoint)]
     work_fp = fingerprint("evaluate", _STAGE_VERSIONS["evaluate"], *work)
-    fp = fingerprint(work_fp, e.bootstrap)
+    baseline = _baseline_eval(e.baseline)
+    fp = fingerprint(work_fp, e.bootstrap, sha256_file(baseline) if baseline else None, e.alexnet_reference)
     if run.is_done("evaluate", fp):
         return StageResult("evaluate", False, fp)
     run.invalidate("evaluate")
@@ -302,27 +312,61 @@ def stage_evaluate(
     summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
     write_table(run.path(SUMMARY_FILE), summary, {**meta, "fingerprint": fp, "bootstrap": e.bootstrap})
     figures = _evaluation_figures(config, run, summary, judge=quality.name.upper())
+    outputs = [EVAL_FILE, SUMMARY_FILE, *_robustness(e, run, table, baseline, meta, fp), *figures]
     messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
     counts = table["status"].value_counts().to_dict()
     messages.append("eval rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     seconds = time.perf_counter() - start
-    run.mark_done("evaluate", fp, [EVAL_FILE, SUMMARY_FILE, *figures], seconds=seconds, messages=messages)
+    run.mark_done("evaluate", fp, outputs, seconds=seconds, messages=messages)
     discard_parts(run.path(EVAL_PARTS_DIR))
     return StageResult("evaluate", True, fp, seconds, messages)
 
 
+def _baseline_eval(baseline: Path | None) -> Path | None:
+    """The baseline's eval.parquet (given as the file or its run directory), checked before any work."""
+    if baseline is None:
+        return None
+    path = baseline / EVAL_FILE if baseline.is_dir() else baseline
+    if not path.is_file():
+        raise ConfigError(
+            f"evaluate.baseline: no eval table at {path}; give a run directory or its {EVAL_FILE}"
+        )
+    return path
+
+
+def _robustness(
+    e: EvaluateConfig, run: RunDir, table: pd.DataFrame, baseline: Path | None, meta: dict, fp: str
+) -> list[str]:
+    """robustness.parquet: CE, relative CE and mCE against the baseline run and/or AlexNet, when asked."""
+    run.path(ROBUSTNESS_FILE).unlink(missing_ok=True)
+    frames = [corruption_errors(table, read_eval(baseline))] if baseline else []
+    frames += [corruption_errors(table)] if e.alexnet_reference else []
+    if not frames:
+        return []
+    scores = pd.concat(frames, ignore_index=True)
+    extra = {
+        "baseline": str(baseline) if baseline else None,
+        "baseline_sha256": sha256_file(baseline) if baseline else None,
+    }
+    write_table(run.path(ROBUSTNESS_FILE), scores, {**meta, "fingerprint": fp, **extra})
+    return [ROBUSTNESS_FILE]
+
+
 def _evaluation_figures(config: RunConfig, run: RunDir, summary: pd.DataFrame, judge: str) -> list[str]:
-    """The curves of each corruption and the overviews; figures of conditions no longer run are removed."""
+    """The curves of each corruption, the overviews and the Top-1 heat maps; stale figures are removed."""
     for old in run.path("figures").glob("eval_*.png"):
         old.unlink()
-    figures = [FIGURE_OVERVIEW]
+    figures = [FIGURE_OVERVIEW, FIGURE_HEATMAP]
     plot_corruption_overview(summary, run.path(FIGURE_OVERVIEW), judge=judge)
+    plot_corruption_heatmap(summary, run.path(FIGURE_HEATMAP))
     for name in config.evaluate.corruptions:
         figures.append(f"figures/eval_{name}.png")
         plot_corruption_curves(summary, name, run.path(figures[-1]), judge=judge)
     for extra in config.evaluate.extra_sets:
         figures.append(f"figures/eval_overview_{extra.name}.png")
         plot_corruption_overview(summary, run.path(figures[-1]), judge=judge, eval_set=extra.name)
+        figures.append(f"figures/eval_heatmap_{extra.name}.png")
+        plot_corruption_heatmap(summary, run.path(figures[-1]), eval_set=extra.name)
     return figures
 
 
@@ -355,6 +399,7 @@ def run_pipeline(
         resolve_device(device)
     check_quality_model(config.rate.iqa)
     check_pretrained(config.train.arch, config.train.pretrained)
+    _baseline_eval(config.evaluate.baseline)
     extra_sets = {
         extra.name: open_dataset(extra.source, extra.root, listed_only=extra.listed_only)
         for extra in config.evaluate.extra_sets

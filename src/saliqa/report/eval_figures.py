@@ -152,6 +152,52 @@ def plot_corruption_overview(
     return path
 
 
+def heatmap_grid(summary: pd.DataFrame, *, eval_set: str = "val") -> tuple[list[str], list[int], np.ndarray]:
+    """Top-1 accuracy (%) as rows = corruptions (first seen order), columns = severities; NaN where not run.
+
+    The clean accuracy is the first column (severity 0), so every row can be read against it; a run of the
+    clean condition alone gives one row named "none".
+    """
+    rows = _set_rows(summary, eval_set)
+    names = _corruptions(rows) or [CLEAN]
+    severities = [0, *sorted({int(s) for s in rows["severity"] if int(s) > 0})]
+    grid = np.full((len(names), len(severities)), np.nan)
+    clean = rows.loc[rows["corruption"] == CLEAN, "top1_acc"]
+    for i, name in enumerate(names):
+        own = rows[rows["corruption"] == name].set_index("severity")["top1_acc"]
+        grid[i, 0] = float(clean.iloc[0]) if len(clean) else np.nan
+        for j, severity in enumerate(severities[1:], start=1):
+            if severity in own.index:
+                grid[i, j] = float(own.loc[severity])
+    return names, severities, grid * 100.0
+
+
+def _heatmap_figure(summary: pd.DataFrame, *, eval_set: str) -> plt.Figure:
+    names, severities, grid = heatmap_grid(summary, eval_set=eval_set)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(severities), 1.4 + 0.38 * max(len(names), 1)))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
+    image.set_gid("top1_heatmap")
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            colour = "black" if value > 60 else "white"
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize="small", color=colour)
+    ax.set_xticks(range(len(severities)), ["clean" if s == 0 else str(s) for s in severities])
+    ax.set_yticks(range(len(names)), [_plain(n) for n in names])
+    ax.set_xlabel("severity")
+    fig.colorbar(image, ax=ax, label="Top-1 accuracy (%)")
+    n = _n_text(_set_rows(summary, eval_set))
+    ax.set_title(f"Top-1 accuracy by corruption and severity on {_plain(eval_set)} ({n})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_corruption_heatmap(summary: pd.DataFrame, path: str | Path, *, eval_set: str = "val") -> Path:
+    """Top-1 of every corruption x severity in one grid: reads at a glance with all 19 x 5 conditions."""
+    path = Path(path)
+    _save(_heatmap_figure(summary, eval_set=eval_set), path)
+    return path
+
+
 def _training_figure(log: pd.DataFrame) -> plt.Figure:
     """Loss and accuracy against epoch, to see over- or under-fitting at a glance (accuracies are fractions)."""
     log = log.sort_values("epoch", kind="stable")

@@ -77,7 +77,13 @@ def test_corruption_selections_expand_in_canonical_order() -> None:
     assert names("all") == corruption_names("all") and len(names("all")) == 19
     assert names("common") == corruption_names("common") and len(names("common")) == 15
     assert names("extra") == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-    assert names(["fog", "noise"]) == ("fog", "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
+    assert names(["fog", "noise"]) == (
+        "fog",
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "speckle_noise",
+    )
     assert names("fog") == ("fog",)
     everything = config_from_dict({"evaluate": {"corruptions": "all", "severities": [1, 2, 3, 4, 5]}})
     assert len(everything.evaluate.corruptions) * len(everything.evaluate.severities) == 95

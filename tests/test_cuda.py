@@ -86,6 +86,8 @@ def test_evaluation_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
     cpu, gpu = tables["cpu"], tables["cuda"]
     np.testing.assert_allclose(gpu["prob_true"], cpu["prob_true"], atol=2e-3)
     np.testing.assert_allclose(gpu["score"], cpu["score"], rtol=1e-9)  # PIQE runs in float64 on both
+    np.testing.assert_allclose(gpu["ms_ssim"], cpu["ms_ssim"], rtol=1e-9)  # so do PSNR and MS-SSIM
+    np.testing.assert_allclose(gpu["psnr"], cpu["psnr"], rtol=1e-9)
     assert (gpu["top1"] == cpu["top1"]).mean() > 0.95
 
 

@@ -12,6 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from saliqa.classify.models import build_classifier
 from saliqa.data.readers import read_folder
+from saliqa.fullref import ms_ssim, psnr
 from saliqa.images import DecodePolicy, read_image
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.evaluate import (
@@ -92,6 +93,11 @@ def test_rows_hold_the_models_outputs_on_the_very_same_crop(folder_dataset: Path
     np.testing.assert_allclose(mine["prob_true"], probs[:, true].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mine["score"], quality.score.double().numpy(), rtol=1e-12)
     np.testing.assert_allclose(mine["quality"], quality.quality.double().numpy(), rtol=1e-12)
+    clean = crops[:1].expand_as(crops)  # the full-reference columns compare each crop with the clean one
+    np.testing.assert_array_equal(mine["psnr"], psnr(clean, crops).numpy())
+    np.testing.assert_allclose(mine["ms_ssim"], ms_ssim(clean, crops).numpy(), rtol=1e-12)
+    assert mine["psnr"].iloc[0] == np.inf and mine["ms_ssim"].iloc[0] == 1.0
+    assert (mine["ms_ssim"].iloc[1:] < 1.0).all() and np.isfinite(mine["psnr"].iloc[1:]).all()
     assert mine["pred"].tolist() == [classes[int(i)] for i in probs.argmax(1)]
     assert (mine["top1"] == (mine["pred"] == mine["label"])).all()
     assert mine["top5"].all()  # three classes: the true one is always among the top five
@@ -156,11 +162,13 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
     calls = {"n": 0}
     real = Judges.__call__
 
-    def dies_on_third_shard(self: Judges, crops: torch.Tensor, labels: torch.Tensor) -> dict:
+    def dies_on_third_shard(
+        self: Judges, crops: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
+    ) -> dict:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, crops, labels)
+        return real(self, crops, labels, clean)
 
     monkeypatch.setattr(Judges, "__call__", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
@@ -192,12 +200,14 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
     bad = ConditionCrops(records[1:2], CONDITIONS, 64, 0, DecodePolicy())[0].crops[0]
     real = Judges.__call__
 
-    def fails_on_one_image(self: Judges, crops: torch.Tensor, labels: torch.Tensor) -> dict:
+    def fails_on_one_image(
+        self: Judges, crops: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
+    ) -> dict:
         if any(torch.equal(crops[j], bad) for j in range(0, len(crops), n)):
             raise RuntimeError("out of memory")
-        return real(self, crops, labels)
+        return real(self, crops, labels, clean)
 
-    def fails_on_short_images(image: np.ndarray, name: str, severity: int, rng: object) -> np.ndarray:
+    def fails_on_short_images(image: np.ndarray, name: str, severity: int, **seeding: object) -> np.ndarray:
         if image.shape[0] == 96:
             raise ValueError("bad")
         return image

@@ -167,6 +167,8 @@ def _eval_frame(seed: int = 0, n: int = 40, sets: tuple[str, ...] = ("val",)) ->
                         "prob_true": rng.random() if ok else np.nan,
                         "score": rng.normal(40, 10) if ok else np.nan,
                         "quality": rng.uniform(20, 90) if ok else np.nan,
+                        "psnr": (np.inf if severity == 0 else rng.uniform(15, 40)) if ok else np.nan,
+                        "ms_ssim": (1.0 if severity == 0 else rng.uniform(0.3, 1.0)) if ok else np.nan,
                         "set": set_name,
                         "upscaled": False,
                         "status": "ok" if ok else "failed",
@@ -228,6 +230,11 @@ def test_skipped_rows_are_counted_and_excluded() -> None:
     assert row["top5_acc"] == pytest.approx(clean["top5"].astype(float).mean())
     assert row["mean_quality"] == pytest.approx(clean["quality"].mean())
     assert row["mean_score"] == pytest.approx(clean["score"].mean())
+    assert row["mean_ms_ssim"] == 1.0 and np.isnan(row["mean_psnr"])  # clean: +inf PSNR is no number
+    hit = frame[(frame["corruption"] == "contrast") & (frame["severity"] == 2) & (frame["status"] == "ok")]
+    row = out[(out["corruption"] == "contrast") & (out["severity"] == 2)].iloc[0]
+    assert row["mean_psnr"] == pytest.approx(hit["psnr"].mean())
+    assert row["mean_ms_ssim"] == pytest.approx(hit["ms_ssim"].mean())
 
 
 def test_interval_uses_the_condition_stream_on_rows_sorted_by_id() -> None:

@@ -23,7 +23,11 @@ METRICS: dict[str, str] = {
     "top5": "top5_acc",
     "quality": "mean_quality",
     "score": "mean_score",
+    "ms_ssim": "mean_ms_ssim",
+    "psnr": "mean_psnr",
 }
+"""Metrics averaged per condition. Non-finite values are left out of a mean: PSNR is +inf where a corruption
+left the crop unchanged (and on every clean row), MS-SSIM NaN for crops too small for five scales."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "set",
@@ -43,6 +47,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "mean_score",
     "score_lo",
     "score_hi",
+    "mean_ms_ssim",
+    "ms_ssim_lo",
+    "ms_ssim_hi",
+    "mean_psnr",
+    "psnr_lo",
+    "psnr_hi",
 )
 
 # Strings use pandas' default string dtype (``str``), counts int64, everything else float64.
@@ -55,7 +65,7 @@ _DTYPES: dict[str, object] = {
     **{c: "float64" for c in SUMMARY_COLUMNS[5:]},
 }
 
-_REQUIRED = ("image_id", "corruption", "severity", "set", "status", "top1", "top5", "quality", "score")
+_REQUIRED = ("image_id", "corruption", "severity", "set", "status", *METRICS)
 _MAIN_SET = "val"
 
 

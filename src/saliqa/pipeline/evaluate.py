@@ -27,6 +27,7 @@ from saliqa.classify.models import Classifier
 from saliqa.classify.transforms import center_crop, upscale_short_side
 from saliqa.corrupt import CLEAN, corrupt
 from saliqa.errors import ImageRejected
+from saliqa.fullref import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from saliqa.images import DecodePolicy, decode_image, reject_status
 from saliqa.iqa.base import QualityModel
 from saliqa.loading import data_loader, to_unit_float
@@ -45,14 +46,17 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "prob_true",
     "score",
     "quality",
+    "psnr",
+    "ms_ssim",
     "set",
     "upscaled",
     "status",
     "reason",
 )
-"""Columns of ``eval.parquet``: the contract's ten, then the evaluation set (``val`` or an extra set's name),
-whether the image was upscaled to reach the crop size, and ``status``/``reason`` (ok, missing, rejected,
-skipped, failed) so that no image is silently left out."""
+"""Columns of ``eval.parquet``: the contract's ten; PSNR (dB, +inf when unchanged) and MS-SSIM of the crop
+against the same image's clean crop (NaN for crops under 161 pixels, too small for five scales); the
+evaluation set (``val`` or an extra set's name); whether the image was upscaled to reach the crop size; and
+``status``/``reason`` (ok, missing, rejected, skipped, failed) so that no image is silently left out."""
 
 EVAL_FILE = "eval.parquet"
 PARTS_DIR = "eval.parts"
@@ -70,6 +74,8 @@ EVAL_SCHEMA = pa.schema(
         ("prob_true", pa.float64()),
         ("score", pa.float64()),
         ("quality", pa.float64()),
+        ("psnr", pa.float64()),
+        ("ms_ssim", pa.float64()),
         ("set", pa.string()),
         ("upscaled", pa.bool_()),
         ("status", pa.string()),
@@ -192,15 +198,20 @@ class Judges:
         self.device = next(classifier.parameters()).device
 
     @torch.inference_mode()
-    def __call__(self, crops: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
-        """Top-k class indices, true-class probability, quality score and value for uint8 crops (N, 3, S, S).
+    def __call__(
+        self, crops: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
+    ) -> dict[str, np.ndarray]:
+        """Top-k class indices, true-class probability, quality score and value, PSNR and MS-SSIM.
 
-        ``labels`` holds each crop's true class index.
+        ``crops`` are uint8 (N, 3, S, S); ``labels`` holds each crop's true class index and ``clean`` the
+        index (into ``crops``) of the same image's clean crop, the reference of PSNR and MS-SSIM.
         """
         k = min(5, len(self.classes))
-        parts: dict[str, list[np.ndarray]] = {"topk": [], "prob_true": [], "score": [], "quality": []}
+        keys = ("topk", "prob_true", "score", "quality", "psnr", "ms_ssim")
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
         for start in range(0, len(crops), self.batch_size):
-            x = to_unit_float(crops[start : start + self.batch_size], self.device)
+            batch = crops[start : start + self.batch_size].to(self.device)
+            x = to_unit_float(batch, self.device)
             y = labels[start : start + self.batch_size].to(self.device)
             probs = torch.softmax(self.classifier(x).float(), dim=1)
             parts["topk"].append(probs.topk(k, dim=1).indices.cpu().numpy())
@@ -208,6 +219,10 @@ class Judges:
             out = self.quality(x.to(self.quality.device))
             parts["score"].append(out.score.double().cpu().numpy())
             parts["quality"].append(out.quality.double().cpu().numpy())
+            reference = crops[clean[start : start + self.batch_size]].to(self.device)
+            parts["psnr"].append(psnr(reference, batch).cpu().numpy())
+            similar = ms_ssim(reference, batch) if min(batch.shape[-2:]) >= MS_SSIM_MIN_SIDE else None
+            parts["ms_ssim"].append(np.full(len(batch), np.nan) if similar is None else similar.cpu().numpy())
         return {key: np.concatenate(value) for key, value in parts.items()}
 
 
@@ -255,8 +270,9 @@ def _judge(
         return
     crops = torch.cat([p.crops for p, _ in ready])
     labels = torch.tensor([judges.index[r["label"]] for _, r in ready]).repeat_interleave(n)
+    clean = torch.arange(len(crops)) // n * n  # every image's crops start with its clean one
     try:
-        out = judges(crops, labels)
+        out = judges(crops, labels, clean)
     except Exception as error:  # noqa: BLE001 - a model failure on one image must not end the run
         if len(ready) > 1:
             for p, r in ready:
@@ -291,6 +307,8 @@ def _rows(
                 prob_true=float(result["prob_true"][k]),
                 score=float(result["score"][k]),
                 quality=float(result["quality"][k]),
+                psnr=float(result["psnr"][k]),
+                ms_ssim=float(result["ms_ssim"][k]),
                 upscaled=result["prepared"].upscaled,
             )
         yield row

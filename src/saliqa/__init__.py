@@ -16,7 +16,7 @@ from saliqa.api import collect_images, iter_ratings, rate
 from saliqa.classify.checkpoint import classifier_from_checkpoint
 from saliqa.classify.models import build_classifier
 from saliqa.config import RunConfig, load_config
-from saliqa.corrupt import available_corruptions, corrupt, corruption_names
+from saliqa.corrupt import corrupt, corrupt_batch, corruption_names
 from saliqa.data.readers import ImageTable, open_dataset, read_folder, read_manifest, read_mit67
 from saliqa.data.split import quality_split
 from saliqa.errors import (
@@ -56,11 +56,11 @@ __all__ = [
     "SaliqaError",
     "UnknownModelError",
     "WeightsNotFoundError",
-    "available_corruptions",
     "build_classifier",
     "classifier_from_checkpoint",
     "collect_images",
     "corrupt",
+    "corrupt_batch",
     "corruption_names",
     "decode_image",
     "iter_ratings",

@@ -59,16 +59,20 @@ def border_index(
 def _correlate_symmetric(
     x: torch.Tensor, taps: tuple[float, ...], dim: int, mode: BorderMode
 ) -> torch.Tensor:
-    """scipy's symmetric 1-D correlation of float64 ``x`` along ``dim``."""
+    """scipy's symmetric 1-D correlation of float64 ``x`` along ``dim`` (one reused pair buffer)."""
     radius = len(taps) // 2
     size = x.shape[dim]
     padded = x.index_select(dim, border_index(size, radius, mode, x.device))
     out = padded.narrow(dim, radius, size) * taps[radius]
+    pair = torch.empty_like(out)
     for j in range(radius, 0, -1):  # outermost pair first, as scipy accumulates
-        out += (padded.narrow(dim, radius - j, size) + padded.narrow(dim, radius + j, size)) * taps[
-            radius - j
-        ]
+        torch.add(padded.narrow(dim, radius - j, size), padded.narrow(dim, radius + j, size), out=pair)
+        out += pair.mul_(taps[radius - j])
     return out
+
+
+_CHUNK = 1 << 20
+"""Values per plane chunk on the CPU: float64 temporaries of a whole batch would leave the caches."""
 
 
 def gaussian_filter(
@@ -81,14 +85,21 @@ def gaussian_filter(
     """Gaussian blur over the last two dims (rows, then columns), as ``scipy.ndimage.gaussian_filter``.
 
     ``sigma`` is one value or (rows, columns); a sigma of 0 leaves that axis alone, as scipy does.
-    skimage.filters.gaussian's default mode is "nearest"; its "reflect" is scipy's "reflect".
+    skimage.filters.gaussian's default mode is "nearest"; its "reflect" is scipy's "reflect". Planes are
+    filtered independently, so on the CPU they go in chunks; the result does not depend on the chunking.
     """
     sigmas = (sigma, sigma) if isinstance(sigma, int | float) else sigma
-    out_dtype = x.dtype
-    out = x
-    for dim, s in zip((-2, -1), sigmas, strict=True):
-        if float(s) <= 1e-15:
-            continue
-        out = _correlate_symmetric(out.to(torch.float64), gaussian_kernel1d(float(s), truncate), dim, mode)
-        out = out.to(out_dtype)  # scipy writes each axis' result into an array of the input's dtype
-    return out if out is not x else x.clone()
+    passes = [
+        (dim, gaussian_kernel1d(float(s), truncate)) for dim, s in zip((-2, -1), sigmas) if float(s) > 1e-15
+    ]
+    if not passes:
+        return x.clone()
+    planes = x.reshape(-1, *x.shape[-2:])
+    per_chunk = len(planes) if x.is_cuda else max(1, _CHUNK // max(1, planes[0].numel()))
+    out = torch.empty_like(planes)
+    for start in range(0, len(planes), per_chunk):
+        chunk = planes[start : start + per_chunk]
+        for dim, taps in passes:  # scipy writes each axis' result into an array of the input's dtype
+            chunk = _correlate_symmetric(chunk.to(torch.float64), taps, dim, mode).to(x.dtype)
+        out[start : start + per_chunk] = chunk
+    return out.reshape(x.shape)

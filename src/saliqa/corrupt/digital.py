@@ -5,9 +5,10 @@ are the same HSV round trip.
 
 Each follows imagecorruptions 1.1.x step by step (same constants, same operation order, float64 on the exact
 path) so that the registry's final uint8 truncation gives the reference's pixels bit for bit. Functions take
-and return (B, 3, H, W) floats in [0, 255] (see ``registry.ApplyFn``). pixelate repeats Pillow's
-fixed-point BOX and NEAREST resampling and elastic_transform scipy's linear ``map_coordinates``, both as
-batched tensor code.
+and return (B, 3, H, W) floats in [0, 255] (see ``registry.ApplyFn``), except jpeg_compression and pixelate:
+the reference runs them on the PIL image, so they take and return uint8 levels (``ON_LEVELS``). pixelate
+repeats Pillow's fixed-point BOX and NEAREST resampling as batched tensor code for other devices than the
+CPU, and elastic_transform scipy's linear ``map_coordinates``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ __all__ = [
 
 IMAGE_BY_IMAGE = ("jpeg_compression",)
 """Corruptions that go through a CPU codec one image at a time (no batched form)."""
+ON_LEVELS = ("jpeg_compression", "pixelate")
+"""Corruptions that work on uint8 levels (B, 3, H, W) rather than floats, as the reference's PIL calls do."""
 
 # Per-severity constants (severity 1..5), as in imagecorruptions.
 BRIGHTNESS_SHIFT = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -111,26 +114,26 @@ def saturate(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) ->
     return _to_255(hsv_to_rgb(h, s, v))
 
 
-def as_uint8_images(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) floats in [0, 255] -> uint8 (B, H, W, 3) on the CPU, rounding values between levels."""
-    return x.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def _hwc_images(levels: torch.Tensor) -> np.ndarray:
+    """uint8 (B, 3, H, W) -> C-contiguous uint8 (B, H, W, 3) on the CPU, as Pillow wants them."""
+    return np.ascontiguousarray(levels.permute(0, 2, 3, 1).cpu().numpy())
 
 
-def from_uint8_images(images: list[np.ndarray] | np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) images -> (B, 3, H, W) in ``like``'s dtype and device."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(like.device, like.dtype)
+def _chw_levels(images: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
+    """uint8 (H, W, 3) images -> uint8 (B, 3, H, W) on ``like``'s device."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(like.device)
 
 
-def jpeg_compression(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def jpeg_compression(levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Round-trip each image through Pillow's JPEG encoder at quality 25 .. 7, in memory, as the reference."""
     decoded = []
-    for image in as_uint8_images(x):
+    for image in _hwc_images(levels):
         buffer = BytesIO()
         Image.fromarray(image).save(buffer, "JPEG", quality=JPEG_QUALITY[severity - 1])
         buffer.seek(0)
         with Image.open(buffer) as reopened:
-            decoded.append(np.array(reopened, dtype=np.uint8))
-    return from_uint8_images(decoded, x)
+            decoded.append(np.asarray(reopened, dtype=np.uint8))
+    return _chw_levels(decoded, levels)
 
 
 @cache
@@ -207,24 +210,22 @@ def pixelate_levels(levels: torch.Tensor, severity: int) -> torch.Tensor:
 def _pixelate_with_pillow(levels: torch.Tensor, severity: int) -> torch.Tensor:
     factor = PIXELATE_FACTOR[severity - 1]
     out = []
-    for image in as_uint8_images(levels):
+    for image in _hwc_images(levels):
         height, width = image.shape[:2]
         small = Image.fromarray(image).resize((int(width * factor), int(height * factor)), Image.BOX)
         out.append(np.asarray(small.resize((width, height), Image.NEAREST)))
-    return from_uint8_images(out, levels)
+    return _chw_levels(out, levels)
 
 
-def pixelate(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def pixelate(levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Shrink by 0.6 .. 0.25 with Pillow's BOX filter, then blow back up with NEAREST: big square pixels.
 
-    Works on the uint8 levels, as the reference does (it resizes the PIL image): float input is rounded first.
     On the CPU Pillow itself is fastest (about 1 ms per 375x500 image against 8 for the port); on other
     devices the port keeps the batch where it is. Tests hold both to the reference's bytes.
     """
-    levels = x.round().clamp(0.0, 255.0)
-    if x.device.type == "cpu":
-        return _pixelate_with_pillow(levels, severity).to(x.dtype)
-    return pixelate_levels(levels.to(torch.int32), severity).to(x.dtype)
+    if levels.device.type == "cpu":
+        return _pixelate_with_pillow(levels, severity)
+    return pixelate_levels(levels.to(torch.int32), severity).to(torch.uint8)
 
 
 def draw_elastic_transform(

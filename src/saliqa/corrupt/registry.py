@@ -50,6 +50,7 @@ ApplyFn = Callable[[torch.Tensor, int, Params], torch.Tensor]
 
 ``x`` is float64 on the exact path (uint8 input) and the caller's float dtype otherwise; the function may
 not modify ``x``. The result is clipped as the reference clips it; the caller truncates to uint8 levels.
+Corruptions marked ``on_levels`` (the PIL codecs) take and return uint8 (B, 3, H, W) levels instead.
 """
 DrawFn = Callable[[torch.Tensor, int, np.random.Generator], "Mapping[str, np.ndarray | float | int]"]
 """``(one image (3, H, W) in [0, 255], severity, its own rng) -> that image's random draws``.
@@ -71,7 +72,8 @@ class Corruption:
     """One ImageNet-C corruption: name, family, benchmark group, and how it is computed.
 
     ``apply`` is the deterministic, batched part; ``draw`` (None for deterministic corruptions) makes one
-    image's random draws. ``batched`` is False for the few that go through a CPU codec image by image.
+    image's random draws. ``batched`` is False for the few that go through a CPU codec image by image;
+    ``on_levels`` is True for those whose ``apply`` takes and returns uint8 levels instead of floats.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Corruption:
     apply: ApplyFn
     draw: DrawFn | None = None
     batched: bool = True
+    on_levels: bool = False
 
     @property
     def random(self) -> bool:
@@ -95,6 +98,7 @@ def _entry(name: str, family: Family, group: Group, module: ModuleType) -> Corru
         apply=getattr(module, name),
         draw=getattr(module, f"draw_{name}", None),
         batched=name not in getattr(module, "IMAGE_BY_IMAGE", ()),
+        on_levels=name in getattr(module, "ON_LEVELS", ()),
     )
 
 
@@ -234,6 +238,11 @@ def _draws(
     }
 
 
+CPU_CHUNK = 1 << 20
+"""Values per piece of a batch on the CPU: whole-batch float64 temporaries would leave the caches and run
+several times slower than image-sized pieces. Pieces change no value (each image has its own draws)."""
+
+
 def corrupt_batch(
     images: torch.Tensor,
     name: str,
@@ -255,11 +264,29 @@ def corrupt_batch(
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
     if len(ids) != len(images):
         raise CorruptionError(f"{len(ids)} image ids for a batch of {len(images)} images")
+    on_cpu = images.device.type == "cpu"
+    per_chunk = max(1, CPU_CHUNK // images[0].numel()) if on_cpu else len(images)
+    parts = [
+        _corrupt_chunk(
+            entry, images[start : start + per_chunk], int(severity), seed, ids[start : start + per_chunk]
+        )
+        for start in range(0, len(images), per_chunk)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _corrupt_chunk(
+    entry: Corruption, images: torch.Tensor, severity: int, seed: int, ids: list[object]
+) -> torch.Tensor:
     exact = images.dtype == torch.uint8
     with torch.no_grad():
+        if entry.on_levels:  # the reference runs these on the PIL image: uint8 in, uint8 out
+            levels = images if exact else (images * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+            out = entry.apply(levels, severity, _draws(entry, levels, severity, seed, ids))
+            return out if exact else out.to(images.dtype).div_(255.0)
         contiguous = torch.contiguous_format
         x = images.to(torch.float64, memory_format=contiguous) if exact else (images * 255.0).contiguous()
-        out = entry.apply(x, int(severity), _draws(entry, x, int(severity), seed, ids))
+        out = entry.apply(x, severity, _draws(entry, x, severity, seed, ids))
         if exact:
             return out.to(torch.uint8)  # truncation of values in [0, 255], as np.uint8 does
         return torch.floor(out).div_(255.0).to(images.dtype)

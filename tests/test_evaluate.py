@@ -26,6 +26,8 @@ from saliqa.pipeline.evaluate import (
 )
 
 CONDITIONS = conditions(("brightness", "contrast", "saturate", "jpeg_compression"), (1, 2))
+RANDOM_CONDITIONS = conditions(("gaussian_noise", "glass_blur", "fog", "spatter"), (2, 5))
+"""Corruptions that draw: their streams must not depend on batches, workers or shards either."""
 
 
 def test_conditions_start_clean_then_each_corruption_at_each_severity() -> None:
@@ -129,7 +131,7 @@ def test_results_do_not_depend_on_batch_size_workers_or_shards(folder_dataset: P
         evaluate_to_dir(
             frame,
             _judges(classes, batch_size),
-            CONDITIONS,
+            RANDOM_CONDITIONS,
             tmp_path / name,
             fp="x",
             meta={},
@@ -156,7 +158,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
     classes = ["astronaut", "chelsea", "coffee"]
     kwargs = {"fp": "x", "meta": {}, "crop": 64, "seed": 0, "policy": DecodePolicy()}
     kwargs |= {"shard_size": 4, "workers": 0, "progress": False}
-    evaluate_to_dir(frame, _judges(classes), CONDITIONS, tmp_path / "whole", **kwargs)
+    evaluate_to_dir(frame, _judges(classes), RANDOM_CONDITIONS, tmp_path / "whole", **kwargs)
 
     judges = _judges(classes)
     calls = {"n": 0}
@@ -172,9 +174,9 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
 
     monkeypatch.setattr(Judges, "__call__", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs)
+        evaluate_to_dir(frame, judges, RANDOM_CONDITIONS, tmp_path / "killed", **kwargs)
     monkeypatch.setattr(Judges, "__call__", real)
-    assert evaluate_to_dir(frame, judges, CONDITIONS, tmp_path / "killed", **kwargs) == 2
+    assert evaluate_to_dir(frame, judges, RANDOM_CONDITIONS, tmp_path / "killed", **kwargs) == 2
     pd.testing.assert_frame_equal(
         read_eval(tmp_path / "killed" / "eval.parquet"),
         read_eval(tmp_path / "whole" / "eval.parquet"),
@@ -232,3 +234,27 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
     reasons = rows.groupby("image_id", sort=False)["reason"].first()
     assert reasons.iloc[1] == "model failed: RuntimeError: out of memory"
     assert reasons.iloc[4] == "distortion failed: ValueError: bad"
+
+
+def test_all_19_corruptions_at_5_severities_make_96_conditions_and_a_full_heatmap(
+    folder_dataset: Path,
+) -> None:
+    from saliqa.corrupt import SEVERITIES, corruption_names
+    from saliqa.report.eval_figures import heatmap_grid
+    from saliqa.stats import summarize_eval
+
+    everything = conditions(corruption_names("all"), SEVERITIES)
+    assert len(everything) == 1 + 19 * 5
+    records = _records(folder_dataset)[:2]
+    judges = _judges(["astronaut", "chelsea", "coffee"])
+    rows = pd.DataFrame(
+        evaluate_records(records, judges, everything, crop=64, seed=0, policy=DecodePolicy(), workers=0)
+    )
+    assert len(rows) == 2 * 96 and (rows["status"] == "ok").all()
+    assert rows["ms_ssim"].isna().all()  # a 64-pixel crop is too small for five MS-SSIM scales
+    distorted = rows[rows["corruption"] != "none"]
+    assert np.isfinite(distorted["psnr"]).mean() > 0.95  # nearly every condition changes the crop
+    summary = summarize_eval(rows, seed=0, n_boot=100)
+    names, severities, grid = heatmap_grid(summary)
+    assert names == list(corruption_names("all")) and severities == [0, 1, 2, 3, 4, 5]
+    assert np.isfinite(grid).all()

@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_piqe.py
+	$(PY) benchmarks/bench_corrupt.py
 	$(PY) benchmarks/bench_evaluate.py
 	$(PY) benchmarks/bench_iqa_speed.py
 	$(PY) benchmarks/bench_clive.py

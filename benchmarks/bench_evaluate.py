@@ -2,7 +2,8 @@
 
 Throughput: image-conditions per second of the evaluate stage's own loop (decoding, distortion and cropping
 in loader workers, overlapped with the models) against a bare loop that only runs the classifier and the
-quality model on crops prepared beforehand -- same images, same conditions, same models, same run.
+quality model (and the PSNR / MS-SSIM of each crop against its clean crop) on crops prepared beforehand --
+same images, same conditions, same models, same run.
 Target: the pipeline reaches at least 0.75 of the bare loop.
 
 Memory: the same loop on 200 and on 2,000 images, each in a fresh process; peak resident memory of the
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 from saliqa.classify.models import build_classifier
+from saliqa.corrupt import SELECTIONS, corruption_names
 from saliqa.images import DecodePolicy, read_image
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.evaluate import ConditionCrops, Judges, conditions, evaluate_records
@@ -69,14 +71,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def chosen_corruptions(text: str) -> tuple[str, ...]:
+    if not text:
+        return CORRUPTIONS
+    if text in SELECTIONS:
+        return corruption_names(text)
+    return tuple(text.split(","))
+
+
 def bare_loop(records: list[dict], conds: list, judges: Judges, device: str) -> float:
     """Seconds for the models alone on crops prepared (decoded, distorted, cropped) beforehand."""
     prepared = ConditionCrops(records, conds, CROP, seed=0, policy=DecodePolicy())
     crops = torch.cat([prepared[i].crops for i in range(len(records))])
     labels = torch.tensor([judges.index[r["label"]] for r in records]).repeat_interleave(len(conds))
+    clean = torch.arange(len(crops)) // len(conds) * len(conds)
     sync(device)
     start = time.perf_counter()
-    judges(crops, labels)
+    judges(crops, labels, clean)
     sync(device)
     return time.perf_counter() - start
 
@@ -150,6 +161,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="crops per forward pass (default 64)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
     parser.add_argument("--memory-conditions", type=int, default=2, help="conditions in the memory runs")
+    parser.add_argument(
+        "--corruptions",
+        default="",
+        help='"all", "common", a family or comma-separated names (default: the four)',
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
@@ -158,7 +174,7 @@ def main() -> None:
         folder = Path(tmp) / "images"
         if not args.memory_only:
             records = make_images(folder, args.n)
-            conds = conditions(CORRUPTIONS, (1, 2))
+            conds = conditions(chosen_corruptions(args.corruptions), (1, 2))
             judges = make_judges(args.device, args.batch)
             read_image(records[0]["path"])
             pipeline_loop(records[:4], conds, judges, args.device, args.workers)  # warm-up

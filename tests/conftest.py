@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import corruption_helpers
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos bundled with scikit-image and scikit-learn, colour and grey (the corruption tests' set)."""
+    return corruption_helpers.photos()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Pixels do not depend on the thread count; on a busy shared CPU, OpenMP hand-offs make small ops up to
+    100x slower, so the heaviest corruption tests run on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -44,11 +44,6 @@ COMMON = [
 EXTRA = ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
 
 
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    return corruption_helpers.photos()
-
-
 _crop = corruption_helpers.crop
 
 

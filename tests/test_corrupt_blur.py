@@ -41,19 +41,7 @@ DEFOCUS_SHARE, DEFOCUS_MAX = 1e-5, 1
 FLOAT32_SHARE = 0.05
 
 
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    return corruption_helpers.photos()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Pixels do not depend on the thread count; on a busy shared CPU, OpenMP hand-offs make small ops 100x
-    slower, so these tests run on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _draws(image: np.ndarray, name: str, severity: int, image_id: object = 0) -> dict[str, Any]:

@@ -36,11 +36,6 @@ CROP_CASES = (
 SEED, IMAGE_ID = 7, "img_001.jpg"
 
 
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    return corruption_helpers.photos()
-
-
 def _as_chw(image: np.ndarray) -> torch.Tensor:
     """The (3, H, W) float64 image a draw function sees on the exact path (grey stacked, as the registry)."""
     grey = image.ndim == 2 or image.shape[2] == 1

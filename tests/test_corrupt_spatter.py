@@ -38,11 +38,6 @@ CROP_CASES = (
 )
 
 
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    return corruption_helpers.photos()
-
-
 def _layer(image: np.ndarray, severity: int, seed: int, image_id: object) -> np.ndarray:
     """Our liquid layer for ``image``: the draw ``corrupt`` makes from its stream (it needs only the size)."""
     chw = torch.zeros(3, *image.shape[:2])

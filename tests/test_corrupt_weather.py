@@ -44,11 +44,6 @@ needs_ipp = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    return corruption_helpers.photos()
-
-
 def _upscaled(photo: np.ndarray, factor: int) -> np.ndarray:
     """A photo enlarged past every texture (the largest is 600 x 900), so frost must scale its texture."""
     return np.repeat(np.repeat(photo, factor, axis=0), factor, axis=1)

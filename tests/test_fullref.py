@@ -142,6 +142,16 @@ def test_uint8_and_float_inputs_agree(size: tuple[int, int]) -> None:
         assert from_uint8.dtype == torch.float64 and from_uint8.shape == (3,)
 
 
+def test_one_reference_for_a_batch_equals_the_repeated_reference() -> None:
+    clean = pair(224, 224, "contrast", 3)[0][:1]
+    distorted = torch.cat([pair(224, 224, name, s)[1][:1] for name, s in CORRUPTIONS])
+    repeated = clean.expand_as(distorted)
+    torch.testing.assert_close(ms_ssim(clean, distorted), ms_ssim(repeated, distorted), rtol=1e-14, atol=0)
+    torch.testing.assert_close(psnr(clean, distorted), psnr(repeated, distorted), rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="one reference image for the batch"):
+        ms_ssim(repeated[:2], distorted)
+
+
 def test_a_batch_scores_each_image_as_alone() -> None:
     clean, dirty = pair(*ODD_SIZES[0], "saturate", 5)
     for metric in (psnr, ms_ssim):

@@ -30,14 +30,17 @@ MS_SSIM_MIN_SIDE = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1  # 16
 
 
 def _as_pair(reference: torch.Tensor, distorted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Both batches in float64, in their own units, and the data range their dtype implies."""
+    """Both batches in float64, in their own units, and the data range their dtype implies.
+
+    ``reference`` may hold one image that every distorted image is compared with (broadcast).
+    """
     for name, t in (("reference", reference), ("distorted", distorted)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor (B, 3, H, W), got {type(t).__name__}")
-    if reference.shape != distorted.shape:
+    if reference.shape[1:] != distorted.shape[1:] or len(reference) not in (1, len(distorted)):
         raise ValueError(
-            f"reference and distorted must have the same shape, got {tuple(reference.shape)} "
-            f"and {tuple(distorted.shape)}"
+            f"reference and distorted must have the same shape (or one reference image for the batch), "
+            f"got {tuple(reference.shape)} and {tuple(distorted.shape)}"
         )
     if reference.ndim != 4 or reference.shape[1] != 3:
         raise ValueError(f"images must be a batch (B, 3, H, W), got shape {tuple(reference.shape)}")
@@ -106,9 +109,13 @@ def _blur(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def _ssim_and_cs(
     x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, data_range: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean SSIM and mean contrast-structure term per image and channel, (B, C) each (ssim_index_new.m)."""
+    """Mean SSIM and mean contrast-structure term per image and channel, (B, C) each (ssim_index_new.m).
+
+    A single reference image ``x`` has its two moments blurred once for the whole batch ``y``.
+    """
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    mu_x, mu_y, xx, yy, xy = _blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), g).chunk(5, dim=1)
+    mu_x, xx = _blur(torch.cat([x, x * x], dim=1), g).chunk(2, dim=1)
+    mu_y, yy, xy = _blur(torch.cat([y, y * y, x * y], dim=1), g).chunk(3, dim=1)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     cs = (2 * cov + c2) / (var_x + var_y + c2)
     ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
@@ -132,6 +139,9 @@ def ms_ssim(reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
     Negative terms: a scale whose mean cs (or last-scale SSIM) is negative is clamped to 0 before the
     power, as pytorch-msssim, piq and piqa do (ReLU); msssim.m would return a complex number there. So a
     channel anti-correlated with its reference at any scale scores 0.
+
+    ``reference`` may be one image (1, 3, H, W) for the whole batch: its statistics are then computed once,
+    which is how the evaluation compares every condition of an image with its clean crop.
 
     Raises ValueError when a side is below MS_SSIM_MIN_SIDE (161): the fifth scale would be smaller than the
     window. (msssim.m's own check is stricter, min side / 16 >= 11, i.e. 176.)

@@ -207,11 +207,9 @@ class Judges:
         index (into ``crops``) of the same image's clean crop, the reference of PSNR and MS-SSIM.
         """
         k = min(5, len(self.classes))
-        keys = ("topk", "prob_true", "score", "quality", "psnr", "ms_ssim")
-        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in ("topk", "prob_true", "score", "quality")}
         for start in range(0, len(crops), self.batch_size):
-            batch = crops[start : start + self.batch_size].to(self.device)
-            x = to_unit_float(batch, self.device)
+            x = to_unit_float(crops[start : start + self.batch_size], self.device)
             y = labels[start : start + self.batch_size].to(self.device)
             probs = torch.softmax(self.classifier(x).float(), dim=1)
             parts["topk"].append(probs.topk(k, dim=1).indices.cpu().numpy())
@@ -219,11 +217,24 @@ class Judges:
             out = self.quality(x.to(self.quality.device))
             parts["score"].append(out.score.double().cpu().numpy())
             parts["quality"].append(out.quality.double().cpu().numpy())
-            reference = crops[clean[start : start + self.batch_size]].to(self.device)
-            parts["psnr"].append(psnr(reference, batch).cpu().numpy())
-            similar = ms_ssim(reference, batch) if min(batch.shape[-2:]) >= MS_SSIM_MIN_SIDE else None
-            parts["ms_ssim"].append(np.full(len(batch), np.nan) if similar is None else similar.cpu().numpy())
-        return {key: np.concatenate(value) for key, value in parts.items()}
+        judged = {key: np.concatenate(value) for key, value in parts.items()}
+        judged["psnr"], judged["ms_ssim"] = self._full_reference(crops, clean)
+        return judged
+
+    def _full_reference(self, crops: torch.Tensor, clean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """PSNR and MS-SSIM of every crop against its image's clean crop, one image at a time, so the clean
+        crop's statistics are computed once per image. MS-SSIM is NaN for crops under 161 pixels."""
+        values = np.full((2, len(crops)), np.nan)
+        five_scales = min(crops.shape[-2:]) >= MS_SSIM_MIN_SIDE
+        for reference in torch.unique(clean).tolist():
+            members = (clean == reference).nonzero()[:, 0]
+            original = crops[reference : reference + 1].to(self.device)
+            distorted = crops[members].to(self.device)
+            rows = members.numpy()
+            values[0, rows] = psnr(original, distorted).cpu().numpy()
+            if five_scales:
+                values[1, rows] = ms_ssim(original, distorted).cpu().numpy()
+        return values[0], values[1]
 
 
 def evaluate_records(

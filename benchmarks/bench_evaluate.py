@@ -92,10 +92,22 @@ def bare_loop(records: list[dict], conds: list, judges: Judges, device: str) -> 
     return time.perf_counter() - start
 
 
-def pipeline_loop(records: list[dict], conds: list, judges: Judges, device: str, workers: int) -> float:
+def pipeline_loop(
+    records: list[dict], conds: list, judges: Judges, device: str, workers: int, on_device: bool = False
+) -> float:
     start = time.perf_counter()
+    policy = DecodePolicy()
     rows = list(
-        evaluate_records(records, judges, conds, crop=CROP, seed=0, policy=DecodePolicy(), workers=workers)
+        evaluate_records(
+            records,
+            judges,
+            conds,
+            crop=CROP,
+            seed=0,
+            policy=policy,
+            workers=workers,
+            distort_on_device=on_device,
+        )
     )
     sync(device)
     assert len(rows) == len(records) * len(conds) and all(r["status"] == "ok" for r in rows)
@@ -166,6 +178,7 @@ def main() -> None:
         default="",
         help='"all", "common", a family or comma-separated names (default: the four)',
     )
+    parser.add_argument("--distort-on", choices=("workers", "device"), default="workers")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
@@ -177,13 +190,18 @@ def main() -> None:
             conds = conditions(chosen_corruptions(args.corruptions), (1, 2))
             judges = make_judges(args.device, args.batch)
             read_image(records[0]["path"])
-            pipeline_loop(records[:4], conds, judges, args.device, args.workers)  # warm-up
+            on_device = args.distort_on == "device"
+            pipeline_loop(records[:4], conds, judges, args.device, args.workers, on_device)  # warm-up
             bare = min(bare_loop(records, conds, judges, args.device) for _ in range(args.repeat))
             piped = min(
-                pipeline_loop(records, conds, judges, args.device, args.workers) for _ in range(args.repeat)
+                pipeline_loop(records, conds, judges, args.device, args.workers, on_device)
+                for _ in range(args.repeat)
             )
             total = len(records) * len(conds)
-            print(f"device {args.device}, torch threads {torch.get_num_threads()}, workers {args.workers}")
+            print(
+                f"device {args.device}, torch threads {torch.get_num_threads()}, workers {args.workers}, "
+                f"distortions in the {'main process on the device' if on_device else 'loader workers'}"
+            )
             print(f"{len(records)} images x {len(conds)} conditions = {total} image-conditions, crop {CROP}")
             print(f"bare loop (models only, crops prepared): {total / bare:7.1f} image-conditions/s")
             print(f"evaluate (decode, distort, crop, models): {total / piped:7.1f} image-conditions/s")

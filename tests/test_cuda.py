@@ -83,6 +83,22 @@ def test_evaluation_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
         tables[device] = pd.DataFrame(
             evaluate_records(records, judges, conds, crop=224, seed=0, policy=DecodePolicy(), workers=2)
         )
+        tables[f"{device}-distorted-there"] = pd.DataFrame(
+            evaluate_records(
+                records,
+                judges,
+                conds,
+                crop=224,
+                seed=0,
+                policy=DecodePolicy(),
+                workers=2,
+                distort_on_device=True,
+            )
+        )
+    pd.testing.assert_frame_equal(tables["cpu-distorted-there"], tables["cpu"], check_exact=True)
+    on_gpu = tables["cuda-distorted-there"]  # float64 corruptions on the GPU: a few values one level off
+    np.testing.assert_allclose(on_gpu["prob_true"], tables["cuda"]["prob_true"], atol=2e-3)
+    np.testing.assert_allclose(on_gpu["ms_ssim"], tables["cuda"]["ms_ssim"], atol=1e-3)
     cpu, gpu = tables["cpu"], tables["cuda"]
     np.testing.assert_allclose(gpu["prob_true"], cpu["prob_true"], atol=2e-3)
     np.testing.assert_allclose(gpu["score"], cpu["score"], rtol=1e-9)  # PIQE runs in float64 on both

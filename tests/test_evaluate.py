@@ -184,6 +184,18 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
     )
 
 
+def test_distorting_on_the_models_device_gives_the_workers_rows(folder_dataset: Path) -> None:
+    """The same function makes the crops in a worker or in the main process: on the CPU the rows are equal."""
+    records = _records(folder_dataset)[:3]
+    judges = _judges(["astronaut", "chelsea", "coffee"])
+    kwargs = {"crop": 64, "seed": 0, "policy": DecodePolicy(), "workers": 0}
+    in_workers = pd.DataFrame(evaluate_records(records, judges, RANDOM_CONDITIONS, **kwargs))
+    on_device = pd.DataFrame(
+        evaluate_records(records, judges, RANDOM_CONDITIONS, distort_on_device=True, **kwargs)
+    )
+    pd.testing.assert_frame_equal(on_device, in_workers, check_exact=True)
+
+
 def test_eval_reads_the_same_pixels_as_rate(folder_dataset: Path) -> None:
     path = next((folder_dataset / "coffee").iterdir())
     records = [{"image_id": "c", "path": str(path), "label": "coffee", "set": "val"}]
@@ -209,13 +221,15 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
             raise RuntimeError("out of memory")
         return real(self, crops, labels, clean)
 
-    def fails_on_short_images(image: np.ndarray, name: str, severity: int, **seeding: object) -> np.ndarray:
-        if image.shape[0] == 96:
+    def fails_on_short_images(
+        images: torch.Tensor, name: str, severity: int, **seeding: object
+    ) -> torch.Tensor:
+        if images.shape[-2] == 96:
             raise ValueError("bad")
-        return image
+        return images
 
     monkeypatch.setattr(Judges, "__call__", fails_on_one_image)
-    monkeypatch.setattr("saliqa.pipeline.evaluate.corrupt", fails_on_short_images)
+    monkeypatch.setattr("saliqa.pipeline.evaluate.corrupt_batch", fails_on_short_images)
     Image.new("RGB", (120, 96)).save(folder_dataset / "coffee" / "short.png")
     records.append(
         {

@@ -203,6 +203,9 @@ class EvaluateConfig(_Section):
     workers: int = Field(2, ge=0)
     """Processes that decode and distort ahead of the models (0 = in the main process)."""
     device: Device = "auto"
+    distort_on: Literal["workers", "device"] = "workers"
+    """Where the corruptions run: in the loader workers on the CPU, or batched on ``device`` in the main
+    process (the fast path on a GPU box; on CUDA a few pixel values may land one level from the CPU's)."""
     bootstrap: int = Field(1000, ge=100)
     """Resamples behind each 95% interval of summary.parquet."""
     extra_sets: tuple[EvalSetConfig, ...] = ()

@@ -37,15 +37,17 @@ def upscale_short_side(image: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     return _resize(chw, new_h, new_w).permute(1, 2, 0).contiguous().numpy(), True
 
 
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size`` x ``size`` window of an (H, W, C) image with both sides >= size.
+def center_offsets(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of the central ``size`` x ``size`` window, as torchvision's ``center_crop``:
+    ``round((H - size) / 2)``, half to even."""
+    if height < size or width < size:
+        raise ValueError(f"center_crop needs both sides >= {size}, got {width}x{height}")
+    return round((height - size) / 2.0), round((width - size) / 2.0)
 
-    Offsets as torchvision's ``center_crop``: ``round((H - size) / 2)``, half to even; returns a view.
-    """
-    h, w = image.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f"center_crop needs both sides >= {size}, got {w}x{h}")
-    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` window of an (H, W, C) image with both sides >= size (a view)."""
+    top, left = center_offsets(*image.shape[:2], size)
     return image[top : top + size, left : left + size]
 
 

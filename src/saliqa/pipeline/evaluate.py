@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from saliqa.classify.models import Classifier
-from saliqa.classify.transforms import center_crop, upscale_short_side
-from saliqa.corrupt import CLEAN, corrupt
+from saliqa.classify.transforms import center_offsets, upscale_short_side
+from saliqa.corrupt import CLEAN, corrupt_batch
 from saliqa.errors import ImageRejected
 from saliqa.fullref import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from saliqa.images import DecodePolicy, decode_image, reject_status
@@ -92,17 +92,44 @@ def conditions(corruptions: tuple[str, ...], severities: tuple[int, ...]) -> lis
 
 @dataclass
 class Prepared:
-    """One image's crops under every condition (``status`` ok), or why there are none."""
+    """One image's crops under every condition (``status`` ok), or why there are none.
+
+    When the distortions run on the models' device, a worker hands over the decoded, upscaled ``image``
+    instead and the main process makes the crops.
+    """
 
     index: int
     crops: torch.Tensor | None  # (n_conditions, 3, crop, crop) uint8
     upscaled: bool = False
     status: str = "ok"
     reason: str | None = None
+    image: torch.Tensor | None = None  # (3, H, W) uint8, only while the crops are still to be made
+
+
+def condition_crops(
+    image: torch.Tensor, conditions: list[tuple[str, int]], crop: int, seed: int, image_id: str
+) -> torch.Tensor:
+    """Centre crops (n_conditions, 3, crop, crop) uint8 of ``image`` (3, H, W) uint8, on its own device.
+
+    The whole image is distorted, then cropped, as the study did; every random draw comes from this image's
+    own stream for each condition, so the crops do not depend on where or in which batch they are made.
+    """
+    full = image.unsqueeze(0)
+    top, left = center_offsets(image.shape[-2], image.shape[-1], crop)
+    crops = torch.empty((len(conditions), 3, crop, crop), dtype=torch.uint8, device=image.device)
+    for k, (name, severity) in enumerate(conditions):
+        distorted = (
+            full if name == CLEAN else corrupt_batch(full, name, severity, seed=seed, image_ids=[image_id])
+        )
+        crops[k] = distorted[0, :, top : top + crop, left : left + crop]
+    return crops
 
 
 class ConditionCrops(Dataset):
-    """Decodes an image and returns its centre crop under every condition (runs in loader workers)."""
+    """Decodes an image and returns its centre crop under every condition (runs in loader workers).
+
+    With ``distort=False`` it stops after decoding and upscaling, for distortion on the models' device.
+    """
 
     def __init__(
         self,
@@ -111,6 +138,7 @@ class ConditionCrops(Dataset):
         crop: int,
         seed: int,
         policy: DecodePolicy,
+        distort: bool = True,
     ) -> None:
         self.records, self.conditions, self.crop, self.seed, self.policy = (
             records,
@@ -119,6 +147,7 @@ class ConditionCrops(Dataset):
             seed,
             policy,
         )
+        self.distort = distort
 
     def __len__(self) -> int:
         return len(self.records)
@@ -131,23 +160,29 @@ class ConditionCrops(Dataset):
             image = decode_image(record["path"], self.policy).array
         except ImageRejected as reject:
             return Prepared(i, None, status=reject_status(reject.reason), reason=reject.reason)
-        try:
-            return Prepared(i, *self._crops(record["image_id"], image))
-        except Exception as error:  # noqa: BLE001 - one image that cannot be distorted must not end the run
-            return Prepared(
-                i, None, status="failed", reason=f"distortion failed: {type(error).__name__}: {error}"
-            )
-
-    def _crops(self, image_id: str, image: np.ndarray) -> tuple[torch.Tensor, bool]:
         image, upscaled = upscale_short_side(image, self.crop)
-        crops = np.empty((len(self.conditions), self.crop, self.crop, 3), dtype=np.uint8)
-        for k, (name, severity) in enumerate(self.conditions):
-            if name == CLEAN:
-                distorted = image
-            else:  # every random draw comes from this image's own stream for this condition
-                distorted = corrupt(image, name, severity, seed=self.seed, image_id=image_id)
-            crops[k] = center_crop(distorted, self.crop)
-        return torch.from_numpy(crops).permute(0, 3, 1, 2), upscaled
+        full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if not self.distort:
+            return Prepared(i, None, upscaled, image=full)
+        prepared = Prepared(i, None, upscaled)
+        return _make_crops(prepared, full, self.conditions, self.crop, self.seed, record["image_id"])
+
+
+def _make_crops(
+    prepared: Prepared,
+    image: torch.Tensor,
+    conditions: list[tuple[str, int]],
+    crop: int,
+    seed: int,
+    image_id: str,
+) -> Prepared:
+    """``prepared`` with its crops, or marked failed: one image that cannot be distorted must not end a run."""
+    try:
+        prepared.crops = condition_crops(image, conditions, crop, seed, image_id)
+    except Exception as error:  # noqa: BLE001
+        prepared.status, prepared.reason = "failed", f"distortion failed: {type(error).__name__}: {error}"
+    prepared.image = None
+    return prepared
 
 
 def _base_row(record: dict[str, Any], condition: tuple[str, int]) -> dict[str, Any]:
@@ -246,20 +281,31 @@ def evaluate_records(
     seed: int,
     policy: DecodePolicy,
     workers: int,
+    distort_on_device: bool = False,
     on_image: Any = None,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of ``eval.parquet`` for ``records`` (``image_id, path, label, set``), in record order."""
+    """Rows of ``eval.parquet`` for ``records`` (``image_id, path, label, set``), in record order.
+
+    The distortions run in the loader workers on the CPU, or with ``distort_on_device`` in the main
+    process on the models' device (the batched GPU path; on CUDA a few values may land one level apart).
+    """
     positions = [i for i, r in enumerate(records) if r["label"] in judges.index]
     n = len(conditions)
     workers = min(workers, len(positions))
     loader = data_loader(
-        ConditionCrops([records[i] for i in positions], conditions, crop, seed, policy),
+        ConditionCrops(
+            [records[i] for i in positions], conditions, crop, seed, policy, not distort_on_device
+        ),
         workers=workers,
         collate_fn=list,
         batch_size=max(1, judges.batch_size // n),
     )
     results: dict[int, dict[str, Any]] = {}  # by position in ``records``: ids may repeat across sets
     for batch in loader:
+        for prepared in batch:
+            if prepared.image is not None:
+                image_id = records[positions[prepared.index]]["image_id"]
+                _make_crops(prepared, prepared.image.to(judges.device), conditions, crop, seed, image_id)
         for prepared, judged in _judge(judges, batch, [records[positions[p.index]] for p in batch], n):
             results[positions[prepared.index]] = {"prepared": prepared, **judged}
             prepared.crops = None  # only the numbers are kept until the shard is written
@@ -338,6 +384,7 @@ def evaluate_to_dir(
     policy: DecodePolicy,
     shard_size: int,
     workers: int,
+    distort_on_device: bool = False,
     progress: bool = True,
 ) -> int:
     """Evaluate into ``out/eval.parquet``, resuming finished shards; returns how many shards were reused."""
@@ -360,6 +407,7 @@ def evaluate_to_dir(
                 seed=seed,
                 policy=policy,
                 workers=workers,
+                distort_on_device=distort_on_device,
                 on_image=bar.advance,
             )
             shards.commit(index, eval_frame(list(rows)), EVAL_SCHEMA)

@@ -304,6 +304,7 @@ def stage_evaluate(
             policy=decode_policy(config),
             shard_size=e.shard_size,
             workers=e.workers,
+            distort_on_device=e.distort_on == "device",
             progress=progress,
         )
         if reused:

@@ -121,3 +121,12 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_config_is_immutable() -> None:
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
         RunConfig().seed = 3  # type: ignore[misc]
+
+
+def test_frost_without_its_textures_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from saliqa.corrupt import weather
+
+    monkeypatch.setattr(weather, "TEXTURE_DISTRIBUTION", "no-such-distribution")
+    with pytest.raises(ConfigError, match="pip install no-such-distribution"):
+        config_from_dict({"evaluate": {"corruptions": ["fog", "frost"]}})
+    config_from_dict({"evaluate": {"corruptions": ["fog"]}})  # other corruptions need no texture

@@ -364,3 +364,20 @@ def test_cuda_gives_the_cpus_pixels_within_one_level(trio: torch.Tensor, name: s
         gpu = corrupt_batch(trio.cuda(), name, severity, seed=5).cpu().to(torch.int16)
         diff = (gpu - cpu).abs()
         assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01, (name, severity)
+
+
+def test_an_empty_batch_gives_an_empty_batch() -> None:
+    for dtype in (torch.uint8, torch.float32):
+        empty = torch.zeros(0, 3, 40, 40, dtype=dtype)
+        out = corrupt_batch(empty, "fog", 2)
+        assert out.shape == empty.shape and out.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_batches_run_in_float32(trio: torch.Tensor, dtype: torch.dtype) -> None:
+    """Some ops (the FFT of defocus_blur) have no half kernel: such batches are computed in float32."""
+    for name in ("defocus_blur", "contrast"):
+        half = corrupt_batch(trio.to(dtype) / 255, name, 3, seed=1)
+        single = corrupt_batch(trio.float() / 255, name, 3, seed=1)
+        assert half.dtype == dtype
+        torch.testing.assert_close(half.float(), single, atol=1 / 255 + 4e-3, rtol=0)

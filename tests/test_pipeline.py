@@ -352,6 +352,7 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
     assert np.allclose(mine["ce"].dropna(), 1.0) and not mine["approximate"].any()
     assert scores[scores["reference"] == "alexnet"]["approximate"].all()
     assert read_provenance(out / "robustness.parquet")["baseline"] == str(baseline)
+    assert not [m for m in results[-1].messages if m.startswith("baseline:")]  # same run: comparable
     from saliqa.errors import ConfigError
 
     with pytest.raises(ConfigError, match="evaluate.baseline: no eval table"):
@@ -382,3 +383,18 @@ def test_train_settings_that_change_no_weight_do_not_retrain(tmp_path: Path) -> 
     assert [r.ran for r in run_pipeline(same, out, until="train", progress=False)] == [False, False, False]
     other = base.model_copy(update={"train": base.train.model_copy(update={"lr": 0.02})})
     assert [r.ran for r in run_pipeline(other, out, until="train", progress=False)] == [False, False, True]
+
+
+def test_a_baseline_that_is_not_comparable_is_reported() -> None:
+    from saliqa.pipeline.run import _baseline_differences
+
+    ours = pd.DataFrame({"set": ["val", "val", "test"], "image_id": ["a", "b", "c"]})
+    theirs = pd.DataFrame({"set": ["val"], "image_id": ["a"]})
+    made = {"config": {"seed": 3, "evaluate": {"crop": 160}}}
+    notes = _baseline_differences(_full_config(Path("/data")), ours, theirs, made)
+    assert notes == [
+        "baseline: seed 3 (this run 0): its random corruptions differ",
+        "baseline: crop 160 (this run 64)",
+        "baseline: no set 'test'; it gets no CE",
+        "baseline: set 'val' shares 1 of 2 images",
+    ]

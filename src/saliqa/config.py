@@ -232,9 +232,12 @@ class EvaluateConfig(_Section):
     @classmethod
     def _known_corruptions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         from saliqa.corrupt import check_corruption
+        from saliqa.corrupt.weather import check_textures
 
         for name in value:
             check_corruption(name)
+        if "frost" in value:
+            check_textures()
         if len(set(value)) != len(value):
             raise ValueError("corruptions are listed more than once (a selection may already include one)")
         return value

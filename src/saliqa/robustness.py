@@ -20,7 +20,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from saliqa.corrupt import CLEAN, CORRUPTIONS, SEVERITIES
+from saliqa.corrupt import CLEAN, CORRUPTIONS, SEVERITIES, corruption_names
 
 __all__ = [
     "ROBUSTNESS_COLUMNS",
@@ -114,7 +114,7 @@ def _mean_row(rows: list[dict[str, object]]) -> dict[str, object]:
         "ce": _finite_mean([r["ce"] for r in common]),
         "relative_ce": _finite_mean([r["relative_ce"] for r in common]),
         "n_corruptions": len(common),
-        "complete": len(common) == len(CORRUPTIONS) - 4 and all(r["complete"] for r in common),
+        "complete": len(common) == len(corruption_names("common")) and all(r["complete"] for r in common),
     }
 
 

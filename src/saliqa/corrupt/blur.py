@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliqa.corrupt.filters import gaussian_filter
+from saliqa.corrupt.filters import clip_to_255, gaussian_filter
 
 __all__ = [
     "clipped_zoom",
@@ -50,17 +50,12 @@ ZOOM_FACTORS = (
 )
 
 
-def _to_255(x: torch.Tensor) -> torch.Tensor:
-    """The reference's last step, ``np.clip(x, 0, 1) * 255``."""
-    return x.clamp_(0.0, 1.0).mul_(255.0)
-
-
 # ---------------------------------------------------------------- gaussian_blur
 
 
 def gaussian_blur(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """skimage's Gaussian (sigma 1 .. 6, mode nearest, truncate 4) of the image in [0, 1], per channel."""
-    return _to_255(gaussian_filter(x / 255.0, GAUSSIAN_SIGMA[severity - 1]))
+    return clip_to_255(gaussian_filter(x / 255.0, GAUSSIAN_SIGMA[severity - 1]))
 
 
 # ---------------------------------------------------------------- defocus_blur
@@ -148,7 +143,7 @@ def defocus_blur(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]
     As ``cv2.filter2D`` on float64 with its default border, reflect-101 (torch's "reflect").
     """
     kernel = torch.tensor(defocus_kernel(*DEFOCUS_RADIUS_ALIAS[severity - 1]), dtype=x.dtype, device=x.device)
-    return _to_255(_correlate_fft(x / 255.0, kernel, "reflect"))
+    return clip_to_255(_correlate_fft(x / 255.0, kernel, "reflect"))
 
 
 # ---------------------------------------------------------------- motion_blur
@@ -284,7 +279,7 @@ def zoom_blur(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -
     total = torch.zeros_like(image)
     for factor in factors:
         total += clipped_zoom(source, float(factor))[..., :height, :width].to(torch.float32)
-    return _to_255((image + total) / (len(factors) + 1)).to(x.dtype)
+    return clip_to_255((image + total) / (len(factors) + 1)).to(x.dtype)
 
 
 # ---------------------------------------------------------------- glass_blur
@@ -360,4 +355,4 @@ def glass_blur(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) 
     sigma, step, _ = GLASS_SIGMA_STEP_PASSES[severity - 1]
     levels = gaussian_filter(x / 255.0, sigma).mul_(255.0).trunc_()
     shuffled = glass_shuffle(levels, params["steps"], step)
-    return _to_255(gaussian_filter(shuffled / 255.0, sigma))
+    return clip_to_255(gaussian_filter(shuffled / 255.0, sigma))

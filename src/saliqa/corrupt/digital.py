@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliqa.corrupt.filters import gaussian_filter
+from saliqa.corrupt.filters import clip_to_255, gaussian_filter
 
 __all__ = [
     "brightness",
@@ -87,23 +87,18 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     return torch.stack((choose(v, q, p, p, t, v), choose(t, v, v, q, p, p), choose(p, p, t, v, v, q)), 1)
 
 
-def _to_255(x: torch.Tensor) -> torch.Tensor:
-    """The reference's last step, ``np.clip(x, 0, 1) * 255``."""
-    return x.clamp_(0.0, 1.0).mul_(255.0)
-
-
 def brightness(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Raise HSV value by 0.1 .. 0.5 (clipped to 1): a brighter picture with hue and saturation kept."""
     h, s, v = rgb_to_hsv(x / 255.0)
     v = torch.clamp(v + BRIGHTNESS_SHIFT[severity - 1], 0.0, 1.0)
-    return _to_255(hsv_to_rgb(h, s, v))
+    return clip_to_255(hsv_to_rgb(h, s, v))
 
 
 def contrast(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Pull every channel towards its own image mean by a factor 0.4 .. 0.05."""
     x = x / 255.0
     means = x.mean(dim=(2, 3), keepdim=True)
-    return _to_255((x - means).mul_(CONTRAST_FACTOR[severity - 1]).add_(means))
+    return clip_to_255((x - means).mul_(CONTRAST_FACTOR[severity - 1]).add_(means))
 
 
 def saturate(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -111,7 +106,7 @@ def saturate(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) ->
     scale, shift = SATURATE_SCALE_SHIFT[severity - 1]
     h, s, v = rgb_to_hsv(x / 255.0)
     s = torch.clamp(s * scale + shift, 0.0, 1.0)
-    return _to_255(hsv_to_rgb(h, s, v))
+    return clip_to_255(hsv_to_rgb(h, s, v))
 
 
 def _hwc_images(levels: torch.Tensor) -> np.ndarray:

@@ -15,10 +15,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["BorderMode", "border_index", "gaussian_filter", "gaussian_kernel1d"]
+__all__ = ["BorderMode", "border_index", "clip_to_255", "gaussian_filter", "gaussian_kernel1d"]
 
 BorderMode = Literal["nearest", "reflect", "mirror", "wrap"]
 """scipy.ndimage's names: nearest = aaa|abcd|ddd, reflect = cba|abcd|dcb, mirror = dcb|abcd|cba."""
+
+
+def clip_to_255(x: torch.Tensor) -> torch.Tensor:
+    """The reference's last step, ``np.clip(x, 0, 1) * 255``, in place on a buffer the caller owns."""
+    return x.clamp_(0.0, 1.0).mul_(255.0)
 
 
 @cache

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from saliqa.corrupt.filters import clip_to_255
+
 __all__ = [
     "draw_gaussian_noise",
     "draw_impulse_noise",
@@ -43,11 +45,6 @@ def _chw(hwc: np.ndarray) -> np.ndarray:
     return np.moveaxis(hwc, -1, 0)
 
 
-def _to_255(x: torch.Tensor) -> torch.Tensor:
-    """The reference's last step, ``np.clip(x, 0, 1) * 255``."""
-    return x.clamp_(0.0, 1.0).mul_(255.0)
-
-
 def draw_gaussian_noise(
     image: torch.Tensor, severity: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
@@ -57,7 +54,7 @@ def draw_gaussian_noise(
 
 def gaussian_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Add the drawn noise (sd 0.08 .. 0.38 of the full range) to the image in [0, 1]."""
-    return _to_255(x / 255.0 + params["noise"].to(x.dtype))
+    return clip_to_255(x / 255.0 + params["noise"].to(x.dtype))
 
 
 def draw_shot_noise(image: torch.Tensor, severity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -73,7 +70,7 @@ def draw_shot_noise(image: torch.Tensor, severity: int, rng: np.random.Generator
 
 def shot_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The drawn counts over the photon number (60 .. 3 photons at full brightness): the noisy image."""
-    return _to_255(params["counts"].to(x.dtype) / float(SHOT_PHOTONS[severity - 1]))
+    return clip_to_255(params["counts"].to(x.dtype) / float(SHOT_PHOTONS[severity - 1]))
 
 
 def draw_impulse_noise(image: torch.Tensor, severity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -87,7 +84,7 @@ def draw_impulse_noise(image: torch.Tensor, severity: int, rng: np.random.Genera
 def impulse_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Set the flipped values to white (salt) or black (pepper), per channel: 3 .. 27 % of the values."""
     salt_or_pepper = params["salted"].to(x.dtype)
-    return _to_255(torch.where(params["flipped"], salt_or_pepper, x / 255.0))
+    return clip_to_255(torch.where(params["flipped"], salt_or_pepper, x / 255.0))
 
 
 def draw_speckle_noise(image: torch.Tensor, severity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -98,4 +95,4 @@ def draw_speckle_noise(image: torch.Tensor, severity: int, rng: np.random.Genera
 def speckle_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Multiplicative noise: each value plus itself times the drawn noise (sd 0.15 .. 0.6)."""
     x = x / 255.0
-    return _to_255(x + x * params["noise"].to(x.dtype))
+    return clip_to_255(x + x * params["noise"].to(x.dtype))

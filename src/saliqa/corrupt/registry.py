@@ -155,7 +155,8 @@ def _check_name(name: object) -> Corruption:
         close = difflib.get_close_matches(name, list(CORRUPTIONS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise CorruptionError(
-            f"unknown corruption {name!r}{hint} Known (the 19 of ImageNet-C): {', '.join(CORRUPTIONS)}"
+            f"unknown corruption {name!r}{hint}. Known (the 19 of ImageNet-C): {', '.join(CORRUPTIONS)}; "
+            f"a config also takes the selections {', '.join(SELECTIONS)}"
         )
     return entry
 
@@ -264,6 +265,10 @@ def corrupt_batch(
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
     if len(ids) != len(images):
         raise CorruptionError(f"{len(ids)} image ids for a batch of {len(images)} images")
+    if len(images) == 0:
+        return torch.empty(images.shape, dtype=images.dtype, device=images.device)
+    if images.dtype in (torch.float16, torch.bfloat16):  # not every op (FFT, ...) has a half kernel
+        return corrupt_batch(images.float(), name, severity, seed=seed, image_ids=ids).to(images.dtype)
     on_cpu = images.device.type == "cpu"
     per_chunk = max(1, CPU_CHUNK // images[0].numel()) if on_cpu else len(images)
     parts = [
@@ -304,4 +309,5 @@ def corrupt(
     check_corruption(name, severity)
     rgb = _as_rgb_uint8(image)
     batch = torch.tensor(rgb).permute(2, 0, 1).unsqueeze(0)  # a copy: the input stays untouched
-    return corrupt_batch(batch, name, severity, seed=seed, image_ids=[image_id])[0].permute(1, 2, 0).numpy()
+    out = corrupt_batch(batch, name, severity, seed=seed, image_ids=[image_id])
+    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())

@@ -26,6 +26,7 @@ from PIL import Image
 from saliqa.errors import CorruptionError
 
 __all__ = [
+    "check_textures",
     "cubic_resample",
     "draw_fog",
     "draw_frost",
@@ -149,6 +150,12 @@ def texture_path(index: int) -> Path:
         f"frost texture {name} is missing from the installed {TEXTURE_DISTRIBUTION}; reinstall it: "
         f"{install} --force-reinstall"
     )
+
+
+def check_textures() -> None:
+    """Fail now, with what to install, unless all six frost textures can be found."""
+    for index in range(len(TEXTURE_FILES)):
+        texture_path(index)
 
 
 @lru_cache(maxsize=len(TEXTURE_FILES))

@@ -262,13 +262,14 @@ class Judges:
         values = np.full((2, len(crops)), np.nan)
         five_scales = min(crops.shape[-2:]) >= MS_SSIM_MIN_SIDE
         for reference in torch.unique(clean).tolist():
-            members = (clean == reference).nonzero()[:, 0]
             original = crops[reference : reference + 1].to(self.device)
-            distorted = crops[members].to(self.device)
-            rows = members.numpy()
-            values[0, rows] = psnr(original, distorted).cpu().numpy()
-            if five_scales:
-                values[1, rows] = ms_ssim(original, distorted).cpu().numpy()
+            members = (clean == reference).nonzero()[:, 0]
+            for start in range(0, len(members), self.batch_size):  # memory bounded like the models'
+                rows = members[start : start + self.batch_size]
+                distorted = crops[rows].to(self.device)
+                values[0, rows.numpy()] = psnr(original, distorted).cpu().numpy()
+                if five_scales:
+                    values[1, rows.numpy()] = ms_ssim(original, distorted).cpu().numpy()
         return values[0], values[1]
 
 

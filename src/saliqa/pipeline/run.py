@@ -21,7 +21,7 @@ import torch
 from saliqa.classify.checkpoint import classifier_from_checkpoint
 from saliqa.classify.models import check_pretrained
 from saliqa.classify.train import BEST, LAST, LOG, Trainer
-from saliqa.config import EvaluateConfig, RunConfig, TrainConfig, config_to_dict, dump_config
+from saliqa.config import RunConfig, TrainConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
@@ -313,7 +313,9 @@ def stage_evaluate(
     summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
     write_table(run.path(SUMMARY_FILE), summary, {**meta, "fingerprint": fp, "bootstrap": e.bootstrap})
     figures = _evaluation_figures(config, run, summary, judge=quality.name.upper())
-    outputs = [EVAL_FILE, SUMMARY_FILE, *_robustness(e, run, table, baseline, meta, fp), *figures]
+    robustness, notes = _robustness(config, run, table, baseline, meta, fp)
+    outputs = [EVAL_FILE, SUMMARY_FILE, *robustness, *figures]
+    messages += notes
     messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
     counts = table["status"].value_counts().to_dict()
     messages.append("eval rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -336,21 +338,48 @@ def _baseline_eval(baseline: Path | None) -> Path | None:
 
 
 def _robustness(
-    e: EvaluateConfig, run: RunDir, table: pd.DataFrame, baseline: Path | None, meta: dict, fp: str
-) -> list[str]:
-    """robustness.parquet: CE, relative CE and mCE against the baseline run and/or AlexNet, when asked."""
+    config: RunConfig, run: RunDir, table: pd.DataFrame, baseline: Path | None, meta: dict, fp: str
+) -> tuple[list[str], list[str]]:
+    """robustness.parquet (CE, relative CE, mCE against the baseline run and/or AlexNet) when asked; and
+    the messages that say where the baseline is not comparable."""
+    e = config.evaluate
     run.path(ROBUSTNESS_FILE).unlink(missing_ok=True)
-    frames = [corruption_errors(table, read_eval(baseline))] if baseline else []
+    frames, messages = [], []
+    if baseline:
+        theirs = read_eval(baseline)
+        frames.append(corruption_errors(table, theirs))
+        messages += _baseline_differences(config, table, theirs, read_provenance(baseline) or {})
     frames += [corruption_errors(table)] if e.alexnet_reference else []
     if not frames:
-        return []
+        return [], messages
     scores = pd.concat(frames, ignore_index=True)
-    extra = {
-        "baseline": str(baseline) if baseline else None,
-        "baseline_sha256": sha256_file(baseline) if baseline else None,
-    }
+    extra = {"baseline": str(baseline) if baseline else None}
+    extra["baseline_sha256"] = sha256_file(baseline) if baseline else None
     write_table(run.path(ROBUSTNESS_FILE), scores, {**meta, "fingerprint": fp, **extra})
-    return [ROBUSTNESS_FILE]
+    return [ROBUSTNESS_FILE], messages
+
+
+def _baseline_differences(
+    config: RunConfig, ours: pd.DataFrame, theirs: pd.DataFrame, made: dict
+) -> list[str]:
+    """CE is a ratio of errors on the same images under the same corruptions: say where that is not so."""
+    notes = []
+    their_config = made.get("config") or {}
+    if "seed" in their_config and their_config["seed"] != config.seed:
+        notes.append(
+            f"baseline: seed {their_config['seed']} (this run {config.seed}): its random corruptions differ"
+        )
+    their_crop = (their_config.get("evaluate") or {}).get("crop")
+    if their_crop is not None and their_crop != config.evaluate.crop:
+        notes.append(f"baseline: crop {their_crop} (this run {config.evaluate.crop})")
+    for name, rows in ours.groupby("set"):
+        mine = set(rows["image_id"])
+        other = set(theirs.loc[theirs["set"] == name, "image_id"])
+        if not other:
+            notes.append(f"baseline: no set {name!r}; it gets no CE")
+        elif mine != other:
+            notes.append(f"baseline: set {name!r} shares {len(mine & other)} of {len(mine)} images")
+    return notes
 
 
 def _evaluation_figures(config: RunConfig, run: RunDir, summary: pd.DataFrame, judge: str) -> list[str]:

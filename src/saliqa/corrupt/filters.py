@@ -76,8 +76,9 @@ def _correlate_symmetric(
     return out
 
 
-_CHUNK = 1 << 20
-"""Values per plane chunk on the CPU: float64 temporaries of a whole batch would leave the caches."""
+CPU_CHUNK = 1 << 20
+"""Values per piece of work on the CPU: float64 temporaries of a whole batch would leave the caches and run
+several times slower than image-sized pieces."""
 
 
 def gaussian_filter(
@@ -100,7 +101,7 @@ def gaussian_filter(
     if not passes:
         return x.clone()
     planes = x.reshape(-1, *x.shape[-2:])
-    per_chunk = len(planes) if x.is_cuda else max(1, _CHUNK // max(1, planes[0].numel()))
+    per_chunk = max(1, CPU_CHUNK // max(1, planes[0].numel())) if x.device.type == "cpu" else len(planes)
     out = torch.empty_like(planes)
     for start in range(0, len(planes), per_chunk):
         chunk = planes[start : start + per_chunk]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from saliqa.corrupt import blur, digital, noise, snow, spatter, weather
+from saliqa.corrupt.filters import CPU_CHUNK
 from saliqa.errors import CorruptionError
 from saliqa.seeding import rng_for
 
@@ -239,11 +240,6 @@ def _draws(
     }
 
 
-CPU_CHUNK = 1 << 20
-"""Values per piece of a batch on the CPU: whole-batch float64 temporaries would leave the caches and run
-several times slower than image-sized pieces. Pieces change no value (each image has its own draws)."""
-
-
 def corrupt_batch(
     images: torch.Tensor,
     name: str,
@@ -269,7 +265,7 @@ def corrupt_batch(
         return torch.empty(images.shape, dtype=images.dtype, device=images.device)
     if images.dtype in (torch.float16, torch.bfloat16):  # not every op (FFT, ...) has a half kernel
         return corrupt_batch(images.float(), name, severity, seed=seed, image_ids=ids).to(images.dtype)
-    on_cpu = images.device.type == "cpu"
+    on_cpu = images.device.type == "cpu"  # in pieces there: no value changes, each image has its own draws
     per_chunk = max(1, CPU_CHUNK // images[0].numel()) if on_cpu else len(images)
     parts = [
         _corrupt_chunk(

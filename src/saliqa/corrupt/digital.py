@@ -94,10 +94,23 @@ def brightness(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) 
     return clip_to_255(hsv_to_rgb(h, s, v))
 
 
+def _channel_means(x: torch.Tensor) -> torch.Tensor:
+    """Per-image channel means (B, 3, 1, 1); on the CPU summed as the reference sums them.
+
+    numpy's pairwise sum over an (H, W, 3) image and torch's reduction differ in the last bits on large
+    images, and a mean one ulp off moves whole channels by one level (about 7% of the values of a
+    512x4096 image). Other devices use torch's reduction and may do so.
+    """
+    if x.device.type != "cpu":
+        return x.mean(dim=(2, 3), keepdim=True)
+    hwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # the reference's memory order
+    return torch.from_numpy(hwc.mean(axis=(1, 2))).to(x.dtype).view(-1, 3, 1, 1)
+
+
 def contrast(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Pull every channel towards its own image mean by a factor 0.4 .. 0.05."""
     x = x / 255.0
-    means = x.mean(dim=(2, 3), keepdim=True)
+    means = _channel_means(x)
     return clip_to_255((x - means).mul_(CONTRAST_FACTOR[severity - 1]).add_(means))
 
 

@@ -45,10 +45,10 @@ from saliqa.iqa.nss import (
     ImageTooSmall,
     NssQualityModel,
     aggd_fit,
-    chunk_size,
     gamma_at,
     ggd_fit,
     logistic_quality,
+    rate_in_chunks,
     shifted_products,
     to_blocks,
 )
@@ -299,13 +299,7 @@ def brisque(
     _, _, height, width = images.shape
     if height < 1 or width < 1:
         raise ImageTooSmall(f"empty image ({width}x{height})")
-    parts = [_brisque_chunk(c, model, ranges) for c in images.split(chunk_size(images, max_pixels))]
-    return BrisqueResult(
-        score=torch.cat([p.score for p in parts]),
-        patch_score=torch.cat([p.patch_score for p in parts]),
-        features=torch.cat([p.features for p in parts]),
-        grid=parts[0].grid,
-    )
+    return rate_in_chunks(images, max_pixels, lambda chunk: _brisque_chunk(chunk, model, ranges))
 
 
 def _brisque_chunk(images: torch.Tensor, model: SvrModel, ranges: FeatureRanges) -> BrisqueResult:

@@ -46,9 +46,9 @@ from saliqa.iqa.nss import (
     ImageTooSmall,
     NssQualityModel,
     aggd_fit,
-    chunk_size,
     gamma_at,
     logistic_quality,
+    rate_in_chunks,
     shifted_products,
     to_blocks,
 )
@@ -195,13 +195,7 @@ def niqe(
     if min(height // PATCH, width // PATCH) < MIN_PATCHES_PER_SIDE:
         side = MIN_PATCHES_PER_SIDE * PATCH
         raise ImageTooSmall(f"too small for NIQE ({width}x{height} < {side}x{side} pixels)")
-    parts = [_niqe_chunk(c, mu_pristine, cov_pristine) for c in images.split(chunk_size(images, max_pixels))]
-    return NiqeResult(
-        score=torch.cat([p.score for p in parts]),
-        patch_score=torch.cat([p.patch_score for p in parts]),
-        features=torch.cat([p.features for p in parts]),
-        grid=parts[0].grid,
-    )
+    return rate_in_chunks(images, max_pixels, lambda chunk: _niqe_chunk(chunk, mu_pristine, cov_pristine))
 
 
 def _niqe_chunk(images: torch.Tensor, mu_pristine: torch.Tensor, cov_pristine: torch.Tensor) -> NiqeResult:

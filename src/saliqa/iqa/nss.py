@@ -13,9 +13,10 @@ Moments follow MATLAB's empty-set semantics: the mean of no values is NaN, so a 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from saliqa.download import sha256_file
 from saliqa.errors import ImageRejected
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
 from saliqa.iqa.categories import categorize_quality
+
+R = TypeVar("R", bound=Any)
 
 GRID_MILLES = (200, 10000)
 """First and last value of the shape grid ``0.2:0.001:10``, in thousandths (9801 values, each the
@@ -134,6 +137,22 @@ def chunk_size(images: torch.Tensor, max_pixels: int | None) -> int:
     if max_pixels is None:
         max_pixels = 2**20 if images.device.type == "cpu" else 2**25
     return max(1, max_pixels // max(1, images.shape[-2] * images.shape[-1]))
+
+
+def rate_in_chunks(
+    images: torch.Tensor, max_pixels: int | None, rate_chunk: Callable[[torch.Tensor], R]
+) -> R:
+    """``rate_chunk`` over chunks of at most ``max_pixels`` pixels, its per-image results concatenated.
+
+    ``R`` is a result dataclass with per-image ``score``, ``patch_score`` and ``features`` and one ``grid``.
+    """
+    parts = [rate_chunk(chunk) for chunk in images.split(chunk_size(images, max_pixels))]
+    return type(parts[0])(
+        score=torch.cat([p.score for p in parts]),
+        patch_score=torch.cat([p.patch_score for p in parts]),
+        features=torch.cat([p.features for p in parts]),
+        grid=parts[0].grid,
+    )
 
 
 def to_blocks(x: torch.Tensor, size: int) -> torch.Tensor:

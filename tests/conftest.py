@@ -59,6 +59,17 @@ def photo_batch(height: int = 200, width: int = 300) -> torch.Tensor:
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(torch.float64) / 255
 
 
+def assert_batch_equals_one_by_one(model: object, batch: torch.Tensor) -> None:
+    """A quality model scores each image of a batch exactly as it scores it alone (score and patch map)."""
+    together = model(batch)
+    for i in range(batch.shape[0]):
+        alone = model(batch[i : i + 1])
+        assert torch.equal(alone.score, together.score[i : i + 1])
+        torch.testing.assert_close(
+            alone.patch_map, together.patch_map[i : i + 1], rtol=0, atol=0, equal_nan=True
+        )
+
+
 def _photos() -> dict[str, np.ndarray]:
     from skimage import data
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import load_image, photo_batch
+from conftest import assert_batch_equals_one_by_one, load_image, photo_batch
 
 from saliqa.errors import CheckpointError, ImageRejected, WeightsNotFoundError
 from saliqa.iqa.categories import CATEGORIES, categorize_quality
@@ -52,14 +52,7 @@ def test_calibration_against_official_matlab_scores(model: NIQE, shared_data: Pa
 
 
 def test_batch_equals_one_by_one(model: NIQE) -> None:
-    batch = photo_batch()
-    together = model(batch)
-    for i in range(batch.shape[0]):
-        alone = model(batch[i : i + 1])
-        assert torch.equal(alone.score, together.score[i : i + 1])
-        torch.testing.assert_close(
-            alone.patch_map, together.patch_map[i : i + 1], rtol=0, atol=0, equal_nan=True
-        )
+    assert_batch_equals_one_by_one(model, photo_batch())
 
 
 def test_grey_input_equals_replicated_colour_and_float32_equals_float64(model: NIQE) -> None:

@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 
 SEVERITIES = (1, 2, 3, 4, 5)
+CROP_CASES = (
+    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
+    *[(name, 33, 47) for name in ("china", "flower")],
+    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
+    *[(name, 224, 224) for name in ("china", "camera_hw1")],
+)
+"""(photo, height, width): every photo at an odd small size, grey in both layouts, then wide and 224x224."""
 
 
 @cache

@@ -27,14 +27,7 @@ DETERMINISTIC = (
     *("contrast", "saturate", "jpeg_compression", "pixelate"),
 )
 SEVERITIES = (1, 2, 3, 4, 5)
-# (photo, crop height, crop width): every photo at an odd small size, then wide and the study's 224x224 crop
-# on a few each, grey 2-D and (H, W, 1) among them; the full-size china.jpg runs in its own test.
-CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
-)
+CROP_CASES = corruption_helpers.CROP_CASES
 COMMON = [
     *("gaussian_noise", "shot_noise", "impulse_noise"),
     *("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),

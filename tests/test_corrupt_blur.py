@@ -26,12 +26,7 @@ icc = pytest.importorskip("imagecorruptions.corruptions", reason="parity tests n
 SEVERITIES = corruption_helpers.SEVERITIES
 SEED = 0
 DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur")
-CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
-)
+CROP_CASES = corruption_helpers.CROP_CASES
 # Two FFTs (OpenCV's and torch's) round differently by ~1e-16; only a value within that of a uint8 boundary
 # can land on the other level. None does in these cases; allow 1 in 10^5, off by one level.
 DEFOCUS_SHARE, DEFOCUS_MAX = 1e-5, 1

@@ -29,10 +29,7 @@ NAMES = ("pixelate", "elastic_transform")
 # wide crops, the study's 224x224, and two tall crops (Pillow resizes those rows first, see _box_resize);
 # the full-size china.jpg runs in its own test.
 CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
+    *corruption_helpers.CROP_CASES,
     *[("flower", 401, 150), ("camera", 300, 97)],
 )
 SEED, IMAGE_ID = 7, "img_001.jpg"

@@ -27,12 +27,7 @@ NUMPY_CALL = {"gaussian_noise": "normal", "speckle_noise": "normal", "shot_noise
 DRAWN = {"gaussian_noise": "noise", "speckle_noise": "noise", "shot_noise": "counts"}
 # (photo, crop height, crop width): every photo at an odd small size, grey 2-D and (H, W, 1) among them,
 # then wide crops and the study's 224x224; the full-size china.jpg runs in its own test.
-CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
-)
+CROP_CASES = corruption_helpers.CROP_CASES
 SEED, IMAGE_ID = 7, "img_001.jpg"
 
 

@@ -22,12 +22,7 @@ cv2 = pytest.importorskip("cv2")
 
 SEVERITIES = corruption_helpers.SEVERITIES
 SEED = 0
-CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
-)
+CROP_CASES = corruption_helpers.CROP_CASES
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

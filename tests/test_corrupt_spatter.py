@@ -30,12 +30,7 @@ SEVERITIES = corruption_helpers.SEVERITIES
 WATER = (1, 2, 3)
 # (photo, crop height, crop width): odd small crops of every photo (grey 2-D and (H, W, 1) among them),
 # wide and square crops of a few; the full-size photo runs in its own test.
-CROP_CASES = (
-    *[(name, 33, 47) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "camera_hw1")],
-    *[(name, 33, 47) for name in ("china", "flower")],
-    *[(name, 127, 255) for name in ("astronaut", "camera", "flower")],
-    *[(name, 224, 224) for name in ("china", "camera_hw1")],
-)
+CROP_CASES = corruption_helpers.CROP_CASES
 
 
 def _layer(image: np.ndarray, severity: int, seed: int, image_id: object) -> np.ndarray:

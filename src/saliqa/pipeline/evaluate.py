@@ -242,6 +242,7 @@ class Judges:
         index (into ``crops``) of the same image's clean crop, the reference of PSNR and MS-SSIM.
         """
         k = min(5, len(self.classes))
+        crops = crops.to(self.device, non_blocking=True)  # once, for the models and the full-reference pass
         parts: dict[str, list[np.ndarray]] = {key: [] for key in ("topk", "prob_true", "score", "quality")}
         for start in range(0, len(crops), self.batch_size):
             x = to_unit_float(crops[start : start + self.batch_size], self.device)
@@ -262,11 +263,11 @@ class Judges:
         values = np.full((2, len(crops)), np.nan)
         five_scales = min(crops.shape[-2:]) >= MS_SSIM_MIN_SIDE
         for reference in torch.unique(clean).tolist():
-            original = crops[reference : reference + 1].to(self.device)
+            original = crops[reference : reference + 1]
             members = (clean == reference).nonzero()[:, 0]
             for start in range(0, len(members), self.batch_size):  # memory bounded like the models'
                 rows = members[start : start + self.batch_size]
-                distorted = crops[rows].to(self.device)
+                distorted = crops[rows.to(crops.device)]
                 values[0, rows.numpy()] = psnr(original, distorted).cpu().numpy()
                 if five_scales:
                     values[1, rows.numpy()] = ms_ssim(original, distorted).cpu().numpy()

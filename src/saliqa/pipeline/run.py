@@ -268,7 +268,8 @@ def stage_evaluate(
     work = [train_fp, slice_, sets, quality.fingerprint(), device.type, sha256_file(checkpoint)]
     work_fp = fingerprint("evaluate", _STAGE_VERSIONS["evaluate"], *work)
     baseline = _baseline_eval(e.baseline)
-    fp = fingerprint(work_fp, e.bootstrap, sha256_file(baseline) if baseline else None, e.alexnet_reference)
+    baseline_sha256 = sha256_file(baseline) if baseline else None
+    fp = fingerprint(work_fp, e.bootstrap, baseline_sha256, e.alexnet_reference)
     if run.is_done("evaluate", fp):
         return StageResult("evaluate", False, fp)
     run.invalidate("evaluate")
@@ -313,7 +314,9 @@ def stage_evaluate(
     summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
     write_table(run.path(SUMMARY_FILE), summary, {**meta, "fingerprint": fp, "bootstrap": e.bootstrap})
     figures = _evaluation_figures(config, run, summary, judge=quality.name.upper())
-    robustness, notes = _robustness(config, run, table, baseline, meta, fp)
+    robustness, notes = _robustness(
+        config, run, table, baseline, {**meta, "fingerprint": fp, "baseline_sha256": baseline_sha256}
+    )
     outputs = [EVAL_FILE, SUMMARY_FILE, *robustness, *figures]
     messages += notes
     messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
@@ -338,7 +341,7 @@ def _baseline_eval(baseline: Path | None) -> Path | None:
 
 
 def _robustness(
-    config: RunConfig, run: RunDir, table: pd.DataFrame, baseline: Path | None, meta: dict, fp: str
+    config: RunConfig, run: RunDir, table: pd.DataFrame, baseline: Path | None, meta: dict
 ) -> tuple[list[str], list[str]]:
     """robustness.parquet (CE, relative CE, mCE against the baseline run and/or AlexNet) when asked; and
     the messages that say where the baseline is not comparable."""
@@ -353,9 +356,7 @@ def _robustness(
     if not frames:
         return [], messages
     scores = pd.concat(frames, ignore_index=True)
-    extra = {"baseline": str(baseline) if baseline else None}
-    extra["baseline_sha256"] = sha256_file(baseline) if baseline else None
-    write_table(run.path(ROBUSTNESS_FILE), scores, {**meta, "fingerprint": fp, **extra})
+    write_table(run.path(ROBUSTNESS_FILE), scores, {**meta, "baseline": str(baseline) if baseline else None})
     return [ROBUSTNESS_FILE], messages
 
 

@@ -12,8 +12,8 @@ import torchvision
 from local_server import FileServer
 
 from saliqa.classify import IMAGENET_WEIGHTS, build_classifier, init_weights
-from saliqa.download import WeightsFile, download, ensure_file, ensure_weights
 from saliqa.errors import DownloadError
+from saliqa.io.download import WeightsFile, download, ensure_file, ensure_weights
 
 DATA = bytes(range(256)) * 4099  # ~1 MiB: several chunks
 SHA = hashlib.sha256(DATA).hexdigest()

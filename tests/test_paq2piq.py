@@ -15,8 +15,8 @@ from PIL import Image
 from torchvision.ops import roi_pool
 
 from saliqa.classify.p2p import P2PNet
-from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, WeightsNotFoundError
+from saliqa.io.hashing import sha256_file
 from saliqa.iqa.paq2piq import (
     SCORE_MEAN,
     SCORE_STD_LEFT,

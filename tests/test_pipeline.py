@@ -15,8 +15,8 @@ from conftest import assert_same_run, make_folder_dataset
 
 from saliqa.config import config_from_dict
 from saliqa.images import read_image, to_batch
+from saliqa.io.tables import read_provenance
 from saliqa.iqa.piqe import piqe
-from saliqa.pipeline.artifacts import read_provenance
 from saliqa.pipeline.mapstore import MapStore
 from saliqa.pipeline.rate import RATING_COLUMNS
 from saliqa.pipeline.run import run_pipeline

@@ -12,10 +12,11 @@ import torch
 from local_server import FileServer
 
 from saliqa.cli import main
-from saliqa.download import WeightsFile, sha256_file
 from saliqa.errors import DownloadError, UnknownModelError, WeightsNotFoundError
+from saliqa.io.download import WeightsFile
+from saliqa.io.hashing import sha256_file
+from saliqa.io.weights import ENV_VAR
 from saliqa.iqa.weights import (
-    ENV_VAR,
     WEIGHTS,
     brisque_ranges_text,
     download_model,
@@ -169,7 +170,7 @@ def test_unknown_names() -> None:
 def test_status_lists_every_file(hub: Path) -> None:
     _touch(hub / "pyiqa" / "niqe_modelparameters.mat")
     status = {s.name: s for s in weights_status()}
-    assert list(status) == ["paq2piq", "niqe", "brisque_model", "brisque_ranges"]
+    assert list(status) == ["paq2piq", "niqe", "brisque_ranges", "brisque_model"]  # download order
     assert status["niqe"].path == hub / "pyiqa" / "niqe_modelparameters.mat"
     assert status["paq2piq"].path is None and len(status["paq2piq"].looked) == 4
 
@@ -365,7 +366,7 @@ def test_cli_download_and_where(
     assert lines[0] == f"paq2piq\t{target / 'RoIPoolModel-fit.10.bs.120.pth'}"
     assert lines[1].startswith("niqe\tnot found (saliqa weights download niqe); looked in: ")
     assert str(hub / "pyiqa" / "niqe_modelparameters.mat") in lines[1]
-    assert [line.split("\t")[0] for line in lines] == ["paq2piq", "niqe", "brisque_model", "brisque_ranges"]
+    assert [line.split("\t")[0] for line in lines] == ["paq2piq", "niqe", "brisque_ranges", "brisque_model"]
 
 
 def test_cli_errors_are_one_line(

@@ -101,7 +101,7 @@ def rate(
     from saliqa.api import collect_images, iter_ratings
     from saliqa.api import rate as rate_images
     from saliqa.config import config_from_dict
-    from saliqa.progress import progress_bar
+    from saliqa.io.progress import progress_bar
 
     config_from_dict({"rate": {"iqa": iqa, "device": device}}, origin="(command line)")
     table = collect_images(paths)

@@ -24,9 +24,6 @@ from pydantic import (
 from saliqa.errors import ConfigError
 from saliqa.iqa.categories import CATEGORIES
 
-QUALITY_MODELS: tuple[str, ...] = ("piqe", "paq2piq", "niqe", "brisque")
-"""Quality models this version can run; others fail at validation, never silently fall back."""
-
 
 def _check_device(value: str) -> str:
     if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
@@ -94,8 +91,13 @@ class RateConfig(_Section):
     @field_validator("iqa")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in QUALITY_MODELS:
-            raise ValueError(f"unknown quality model {value!r}; choose one of {', '.join(QUALITY_MODELS)}")
+        """Quality models this version can run; others fail here, never silently fall back."""
+        from saliqa.iqa.registry import quality_model_names
+
+        if value not in quality_model_names():
+            raise ValueError(
+                f"unknown quality model {value!r}; choose one of {', '.join(quality_model_names())}"
+            )
         return value
 
 

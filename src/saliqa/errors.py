@@ -46,3 +46,22 @@ class CheckpointError(SaliqaError):
 
 class DownloadError(SaliqaError):
     """A file could not be fetched or failed its size/hash check; the message says where to put it by hand."""
+
+
+class ArtifactWriteError(SaliqaError):
+    """An artifact could not be written (full disk, file-size limit, permissions); the run can resume."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"cannot write {path}: {reason}; nothing finished was lost: make room (or fix the permissions) "
+            f"and run the same command again to resume"
+        )
+
+
+class StageFailed(SaliqaError):
+    """A stage cannot go on: the same error failed every image it tried (a bug, not a bad image)."""
+
+
+class RunDirLocked(SaliqaError):
+    """Another process is running in the same run directory."""

@@ -18,7 +18,7 @@ from torch import Tensor
 from saliqa.classify.models import Classifier, build_classifier, read_weights_file
 from saliqa.classify.models import short_list as _short
 from saliqa.errors import CheckpointError
-from saliqa.pipeline.artifacts import atomic_path
+from saliqa.io.atomic import atomic_path
 
 FORMAT = "saliqa-classifier"
 VERSION = 1

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
 from saliqa.classify.p2p import P2PNet
-from saliqa.download import WeightsFile, ensure_weights, sha256_file
 from saliqa.errors import CheckpointError, DownloadError, UnknownModelError
+from saliqa.io.download import WeightsFile, ensure_weights
+from saliqa.io.hashing import sha256_file
 from saliqa.seeding import derive_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -30,9 +30,9 @@ from saliqa.classify.transforms import eval_view, train_view
 from saliqa.config import TrainConfig, config_to_dict
 from saliqa.errors import ImageRejected
 from saliqa.images import DecodePolicy, decode_image
+from saliqa.io.progress import progress_bar
+from saliqa.io.tables import write_table
 from saliqa.loading import data_loader, to_unit_float
-from saliqa.pipeline.artifacts import write_table
-from saliqa.progress import progress_bar
 from saliqa.seeding import derive_seed, rng_for
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy.special import gamma as gamma_fn
 
-from saliqa.download import sha256_file
 from saliqa.errors import ImageRejected
+from saliqa.io.hashing import sha256_file
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
 from saliqa.iqa.categories import categorize_quality
 

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from saliqa.classify.models import read_weights_file, short_list, state_dict_of
 from saliqa.classify.p2p import P2PNet
-from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError
+from saliqa.io.hashing import sha256_file
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
 from saliqa.iqa.categories import categorize_quality
 from saliqa.iqa.weights import find_weights

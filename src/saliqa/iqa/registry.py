@@ -1,4 +1,5 @@
-"""Quality models by name. A plain mapping: adding a model is one entry, and an unknown name is an error."""
+"""Quality models by name: the one place their names are declared. A plain mapping: adding a model is one
+entry (and its parameter files, if any, in :data:`saliqa.iqa.weights.WEIGHTS`); an unknown name is an error."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def load_quality_model(name: str, device: str | torch.device = "auto") -> Qualit
 
 def check_quality_model(name: str) -> None:
     """Fail now, before any work, when ``name`` is unknown or one of its parameter files is missing."""
-    from saliqa.iqa.weights import MODELS, find_weights
+    from saliqa.iqa.weights import find_weights, model_files
 
     _factory(name)
-    for weights in MODELS.get(name, ()):
+    for weights in model_files(name):
         find_weights(weights)

@@ -1,17 +1,7 @@
-"""The parameter files of the quality models: where saliqa looks for them and where they are published.
+"""The parameter files of the quality models: their names and where they are published.
 
-A quality model never falls back to another model when its file is missing: the report must name the judge,
-so a missing file is a :class:`~saliqa.errors.WeightsNotFoundError` that names the file, every place looked,
-where to put it and the command that fetches it.
-
-Search order for :func:`find_weights`:
-
-1. an explicit path (a file, or a folder holding the file under one of its names); nothing else is tried;
-2. ``$SALIQA_WEIGHTS_DIR``, under saliqa's release names or pyiqa's names;
-3. the torch hub cache: ``torch.hub.get_dir()/saliqa`` (where ``saliqa weights download`` puts files when
-   ``$SALIQA_WEIGHTS_DIR`` is not set), then ``torch.hub.get_dir()/pyiqa`` under the names pyiqa uses.
-
-pyiqa's files hold the same parameters in other layouts: ``niqe_modelparameters.mat`` has keys
+Finding and fetching them is :mod:`saliqa.io.weights`' job (search order there); this module only declares
+the files. pyiqa's files hold the same parameters in other layouts: ``niqe_modelparameters.mat`` has keys
 ``mu_prisparam``/``cov_prisparam`` (the release copy ``niqe_image_params.mat`` has ``pop_mu``/``pop_cov``) and
 ``brisque_svm_weights.pth`` is a torch file ``(sv_coef, sv)``, not libsvm text; loaders must accept both.
 pyiqa's ``niqe_matlab_params.mat`` and ``brisque_matlab.mat`` are MATLAB's own, different models and are never
@@ -20,17 +10,12 @@ used.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from saliqa.download import WeightsFile, ensure_weights, verify_file
-from saliqa.errors import DownloadError, UnknownModelError, WeightsNotFoundError
-
-ENV_VAR = "SALIQA_WEIGHTS_DIR"
-"""A folder holding parameter files under their own names; also where downloads go when it is set."""
+from saliqa.errors import UnknownModelError
+from saliqa.io import weights as discovery
+from saliqa.io.download import WeightsFile
+from saliqa.io.weights import WeightsLocation, WeightsSpec
 
 BRISQUE_LIVE_RANGES: tuple[tuple[float, float], ...] = (
     (0.338, 10.0), (0.017204, 0.806612), (0.236, 1.642), (-0.123884, 0.20293), (0.000155, 0.712298),
@@ -51,40 +36,6 @@ def brisque_ranges_text() -> str:
     """The LIVE ranges as saliqa's ``brisque_live_allrange.txt``: a comment, ``-1 1``, then ``min max`` per line."""
     header = "# LIVE BRISQUE feature scaling: libsvm target range [-1, 1]; then one line per feature (36): min max\n"
     return header + "-1 1\n" + "".join(f"{lo!r} {hi!r}\n" for lo, hi in BRISQUE_LIVE_RANGES)
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    """One parameter file: its names, where it is published and how to recognise a good copy."""
-
-    name: str
-    """Key for :func:`find_weights`."""
-    description: str
-    model: str
-    """The ``saliqa weights download`` argument that fetches it."""
-    release_names: tuple[str, ...]
-    """Names accepted in ``$SALIQA_WEIGHTS_DIR`` and saliqa's download folder; the first is the saved name."""
-    pyiqa_names: tuple[str, ...] = ()
-    """Names pyiqa keeps in ``torch.hub.get_dir()/pyiqa`` (also accepted in ``$SALIQA_WEIGHTS_DIR``)."""
-    source: WeightsFile | None = None
-    """Where the download comes from (``None``: written from saliqa's own copy of the published table)."""
-    magic: tuple[bytes, ...] = ()
-    """A downloaded file must start with one of these (an HTML error page or another format fails)."""
-    origin: str = ""
-    """Where the parameters were first published."""
-    text: str | None = None
-    """Content written instead of downloaded (``source`` is then ``None``)."""
-    sha256: str | None = None
-    """sha256 of ``text``."""
-
-    @property
-    def file_name(self) -> str:
-        """The name a download or a hand-placed copy gets."""
-        return self.source.file_name if self.source is not None else self.release_names[0]
-
-    @property
-    def candidates(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((*self.release_names, *self.pyiqa_names)))
 
 
 _TORCH_FILE = (b"PK\x03\x04", b"\x80")  # zip serialisation, or the legacy pickle one
@@ -125,6 +76,15 @@ WEIGHTS: dict[str, WeightsSpec] = {
         magic=(b"MATLAB 5.0 MAT-file",),
         origin="http://live.ece.utexas.edu/research/quality/niqe_release.zip (modelparameters.mat)",
     ),
+    "brisque_ranges": WeightsSpec(
+        name="brisque_ranges",
+        description="BRISQUE feature ranges (LIVE release)",
+        model="brisque",
+        release_names=("brisque_live_allrange.txt",),
+        origin="http://live.ece.utexas.edu/research/quality/BRISQUE_release.zip (allrange)",
+        text=brisque_ranges_text(),
+        sha256="051f5cd84924e93738cb8e6e7aaa81fc5915f4a011fd67c6c53c2c71b8b777c9",
+    ),
     "brisque_model": WeightsSpec(
         name="brisque_model",
         description="BRISQUE SVR model (LIVE release)",
@@ -142,25 +102,9 @@ WEIGHTS: dict[str, WeightsSpec] = {
         magic=(b"svm_type epsilon_svr",),
         origin="http://live.ece.utexas.edu/research/quality/BRISQUE_release.zip (allmodel)",
     ),
-    "brisque_ranges": WeightsSpec(
-        name="brisque_ranges",
-        description="BRISQUE feature ranges (LIVE release)",
-        model="brisque",
-        release_names=("brisque_live_allrange.txt",),
-        origin="http://live.ece.utexas.edu/research/quality/BRISQUE_release.zip (allrange)",
-        text=brisque_ranges_text(),
-        sha256="051f5cd84924e93738cb8e6e7aaa81fc5915f4a011fd67c6c53c2c71b8b777c9",
-    ),
 }
-"""Every parameter file a quality model may need, by :func:`find_weights` name."""
-
-MODELS: dict[str, tuple[str, ...]] = {
-    "paq2piq": ("paq2piq",),
-    "niqe": ("niqe",),
-    "brisque": ("brisque_ranges", "brisque_model"),
-}
-"""The files each ``saliqa weights download`` model fetches (BRISQUE's local table first: offline, only the
-model file is then left to fetch by hand)."""
+"""Every parameter file a quality model may need, by :func:`find_weights` name; a model's files in download
+order (BRISQUE's local table first: offline, only the model file is then left to fetch by hand)."""
 
 
 def weights_spec(name: str) -> WeightsSpec:
@@ -170,150 +114,36 @@ def weights_spec(name: str) -> WeightsSpec:
         raise UnknownModelError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}") from None
 
 
-def hub_dirs() -> tuple[Path, Path]:
-    """``torch.hub.get_dir()/saliqa`` and ``torch.hub.get_dir()/pyiqa``, read now (TORCH_HOME may change)."""
-    hub = Path(torch.hub.get_dir())
-    return hub / "saliqa", hub / "pyiqa"
-
-
-def default_download_dir() -> Path:
-    """``$SALIQA_WEIGHTS_DIR`` when set, else ``torch.hub.get_dir()/saliqa`` (both are searched)."""
-    env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else hub_dirs()[0]
-
-
-@dataclass(frozen=True)
-class WeightsLocation:
-    """Where a file was found (``path``) or, when ``path`` is ``None``, every place looked."""
-
-    name: str
-    path: Path | None
-    looked: tuple[str, ...]
-
-
-def _first_file(directory: Path, names: tuple[str, ...], looked: list[str]) -> Path | None:
-    for file_name in names:
-        candidate = directory / file_name
-        looked.append(str(candidate))
-        if candidate.is_file():
-            return candidate
-    return None
+def model_files(model: str) -> tuple[str, ...]:
+    """The parameter files quality model ``model`` needs (empty for PIQE), in download order."""
+    return tuple(name for name, spec in WEIGHTS.items() if spec.model == model)
 
 
 def locate_weights(name: str, explicit: str | Path | None = None) -> WeightsLocation:
-    """The search of :func:`find_weights`, without raising: the path found, or ``None`` and the places looked."""
-    spec = weights_spec(name)
-    looked: list[str] = []
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if path.is_dir():
-            return WeightsLocation(name, _first_file(path, spec.candidates, looked), tuple(looked))
-        looked.append(str(path))
-        return WeightsLocation(name, path if path.is_file() else None, tuple(looked))
-    env = os.environ.get(ENV_VAR)
-    searches: list[tuple[Path, tuple[str, ...]]] = [(Path(env).expanduser(), spec.candidates)] if env else []
-    if not env:
-        looked.append(f"${ENV_VAR} (not set)")
-    saliqa_hub, pyiqa_hub = hub_dirs()
-    searches += [(saliqa_hub, spec.release_names), (pyiqa_hub, spec.pyiqa_names)]
-    for directory, names in searches:
-        found = _first_file(directory, names, looked)
-        if found is not None:
-            return WeightsLocation(name, found, tuple(looked))
-    return WeightsLocation(name, None, tuple(looked))
-
-
-def _how_to_get(spec: WeightsSpec) -> str:
-    where = default_download_dir() / spec.file_name
-    by_hand = (
-        f"or download {spec.source.url} by hand and put it at {where}"
-        if spec.source is not None
-        else f"which writes it to {where}"
-    )
-    return (
-        f"Run `saliqa weights download {spec.model}` ({by_hand}), or put the file in ${ENV_VAR} "
-        f"under one of the names {', '.join(spec.candidates)}"
-    )
+    """Where the file ``name`` is, or every place looked (no error)."""
+    return discovery.locate(weights_spec(name), explicit)
 
 
 def find_weights(name: str, explicit: str | Path | None = None) -> Path:
     """The parameter file ``name`` (``paq2piq``, ``niqe``, ``brisque_model``, ``brisque_ranges``).
 
-    Explicit path > ``$SALIQA_WEIGHTS_DIR`` > torch hub cache (see the module docstring). Never another model's
-    file: a missing one raises :class:`WeightsNotFoundError` saying what to do.
+    Explicit path > ``$SALIQA_WEIGHTS_DIR`` > torch hub cache (:mod:`saliqa.io.weights`). Never another model's
+    file: a missing one raises :class:`~saliqa.errors.WeightsNotFoundError` saying what to do.
     """
-    found = locate_weights(name, explicit)
-    if found.path is not None:
-        return found.path
-    spec = weights_spec(name)
-    if explicit is not None:
-        raise WeightsNotFoundError(
-            f"no {spec.description} file at {explicit} ({spec.file_name} expected); looked in: "
-            f"{', '.join(found.looked)}. Give an existing file, or run `saliqa weights download {spec.model}`"
-        )
-    raise WeightsNotFoundError(
-        f"{spec.description} not found ({spec.file_name}); looked in: {', '.join(found.looked)}. "
-        f"{_how_to_get(spec)}"
-    )
-
-
-def _check_magic(path: Path, spec: WeightsSpec) -> None:
-    """Delete and refuse a download whose first bytes are not the expected format's."""
-    if not spec.magic:
-        return
-    with open(path, "rb") as f:
-        head = f.read(max(len(m) for m in spec.magic))
-    if not any(head.startswith(m) for m in spec.magic):
-        path.unlink(missing_ok=True)
-        url = spec.source.url if spec.source is not None else ""
-        raise DownloadError(
-            f"{url} is not a {spec.description} file (it starts with {head[:20]!r}); it was deleted. "
-            f"Download it by hand and put it at {path}"
-        )
-
-
-def _write_text(spec: WeightsSpec, dest: Path) -> Path:
-    """Write a published table saliqa carries (checked against its sha256), atomically."""
-    assert spec.text is not None
-    if dest.is_file() and verify_file(dest, sha256=spec.sha256) is None:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    part.write_bytes(spec.text.encode("ascii"))
-    problem = verify_file(part, sha256=spec.sha256)
-    if problem is not None:  # the table in the code was edited: refuse rather than write another model
-        part.unlink()
-        raise DownloadError(f"saliqa's copy of the {spec.description} is damaged: {problem}")
-    os.replace(part, dest)
-    return dest
+    return discovery.find(weights_spec(name), explicit)
 
 
 def download_weights(name: str, dest_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Fetch the parameter file ``name`` into ``dest_dir`` (default :func:`default_download_dir`) and verify it.
-
-    A verified copy already there is reused without network; a partial ``.part`` file is resumed. Offline or
-    on a failed check it raises :class:`DownloadError` naming the URL and the exact path to put the file at.
-    """
-    spec = weights_spec(name)
-    directory = Path(dest_dir).expanduser() if dest_dir is not None else default_download_dir()
-    if spec.source is None:
-        return _write_text(spec, directory / spec.file_name)
-    try:
-        path = ensure_weights(spec.source, directory, progress=progress)
-    except DownloadError as err:
-        raise DownloadError(f"{spec.description}: {err}") from err
-    _check_magic(path, spec)
-    return path
+    """Fetch the parameter file ``name`` once, verified (see :func:`saliqa.io.weights.download`)."""
+    return discovery.download(weights_spec(name), dest_dir, progress=progress)
 
 
 def download_model(model: str, dest_dir: str | Path | None = None, progress: bool = True) -> list[Path]:
     """Every file quality model ``model`` (``paq2piq``, ``niqe``, ``brisque``) needs, fetched and verified."""
-    try:
-        names = MODELS[model]
-    except KeyError:
-        raise UnknownModelError(
-            f"no downloadable weights for {model!r}; choose one of: {', '.join(MODELS)}"
-        ) from None
+    names = model_files(model)
+    if not names:
+        models = dict.fromkeys(spec.model for spec in WEIGHTS.values())
+        raise UnknownModelError(f"no downloadable weights for {model!r}; choose one of: {', '.join(models)}")
     return [download_weights(name, dest_dir, progress=progress) for name in names]
 
 

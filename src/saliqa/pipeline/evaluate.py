@@ -29,11 +29,11 @@ from saliqa.corrupt import CLEAN, corrupt_batch
 from saliqa.errors import ImageRejected
 from saliqa.fullref import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from saliqa.images import DecodePolicy, decode_image, reject_status
+from saliqa.io.progress import progress_bar
+from saliqa.io.tables import write_parts
 from saliqa.iqa.base import QualityModel
 from saliqa.loading import data_loader, to_unit_float
-from saliqa.pipeline.artifacts import write_parts
 from saliqa.pipeline.shards import Shards
-from saliqa.progress import progress_bar
 
 EVAL_COLUMNS: tuple[str, ...] = (
     "image_id",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from saliqa.io.atomic import atomic_path
 from saliqa.iqa.base import PatchGrid
-from saliqa.pipeline.artifacts import atomic_path
 
 
 def _offsets(lengths: Sequence[int]) -> np.ndarray:

@@ -20,11 +20,11 @@ import pandas as pd
 
 from saliqa.errors import ImageRejected
 from saliqa.images import DecodedImage, DecodePolicy, decode_image, reject_status, to_batch
+from saliqa.io.progress import progress_bar
+from saliqa.io.tables import write_table
 from saliqa.iqa.base import PatchGrid, QualityModel
-from saliqa.pipeline.artifacts import write_table
 from saliqa.pipeline.mapstore import write_map_shard
 from saliqa.pipeline.shards import Shards
-from saliqa.progress import progress_bar
 
 RATING_COLUMNS: tuple[str, ...] = (
     "image_id",

@@ -25,26 +25,20 @@ from saliqa.config import RunConfig, TrainConfig, config_to_dict, dump_config
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.data.split import quality_split
 from saliqa.device import resolve_device
-from saliqa.download import sha256_file
 from saliqa.errors import CheckpointError, ConfigError
 from saliqa.images import DecodePolicy
+from saliqa.io.atomic import write_json, write_text
+from saliqa.io.hashing import fingerprint, sha256_file
+from saliqa.io.progress import progress_callback
+from saliqa.io.provenance import provenance, versions
+from saliqa.io.tables import read_provenance, write_table
 from saliqa.iqa.registry import check_quality_model, load_quality_model
-from saliqa.pipeline.artifacts import (
-    fingerprint,
-    provenance,
-    read_provenance,
-    versions,
-    write_json,
-    write_table,
-    write_text,
-)
 from saliqa.pipeline.evaluate import EVAL_FILE, Judges, conditions, evaluate_to_dir, read_eval
 from saliqa.pipeline.evaluate import PARTS_DIR as EVAL_PARTS_DIR
 from saliqa.pipeline.rate import MAPS_DIR, RATINGS_FILE, rate_to_dir
 from saliqa.pipeline.rate import PARTS_DIR as RATE_PARTS_DIR
 from saliqa.pipeline.rundir import RunDir
 from saliqa.pipeline.shards import discard_parts
-from saliqa.progress import progress_callback
 from saliqa.report.eval_figures import (
     plot_corruption_curves,
     plot_corruption_heatmap,

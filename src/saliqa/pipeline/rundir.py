@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from saliqa.errors import RunDirError
-from saliqa.pipeline.artifacts import write_json
+from saliqa.io.atomic import write_json
 
 
 class RunDir:

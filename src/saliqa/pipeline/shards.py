@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from saliqa.pipeline.artifacts import write_table, write_text
+from saliqa.io.atomic import write_text
+from saliqa.io.tables import write_table
 
 
 class Shards:

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from saliqa.io.atomic import atomic_path
 from saliqa.iqa.categories import CATEGORIES
-from saliqa.pipeline.artifacts import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -8,7 +8,6 @@ names the URL and the exact path where a file fetched by hand should go.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -18,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saliqa.errors import DownloadError
-from saliqa.progress import progress_bar
+from saliqa.io.hashing import CHUNK, sha256_file
+from saliqa.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -34,15 +32,6 @@ class WeightsFile:
     sha256_prefix: str | None = None
     size: int | None = None
     sha256: str | None = None
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _part_path(dest: Path) -> Path:

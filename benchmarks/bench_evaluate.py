@@ -32,7 +32,10 @@ from saliqa.classify.models import build_classifier
 from saliqa.corrupt import SELECTIONS, corruption_names
 from saliqa.images import DecodePolicy, read_image
 from saliqa.iqa.registry import load_quality_model
-from saliqa.pipeline.evaluate import ConditionCrops, Judges, conditions, evaluate_records
+from saliqa.pipeline.crops import image_crops
+from saliqa.pipeline.evaluation import evaluate_records
+from saliqa.pipeline.models import Judges
+from saliqa.pipeline.plan import CropPlan, Runtime, conditions
 
 HEIGHT, WIDTH, CROP = 375, 500, 224
 CORRUPTIONS = ("brightness", "contrast", "saturate", "jpeg_compression")
@@ -79,10 +82,15 @@ def chosen_corruptions(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-def bare_loop(records: list[dict], conds: list, judges: Judges, device: str) -> float:
+def _plan(conds: tuple, on_device: bool = False) -> CropPlan:
+    return CropPlan(
+        conds, crop=CROP, seed=0, policy=DecodePolicy(), distort_on="device" if on_device else "workers"
+    )
+
+
+def bare_loop(records: list[dict], conds: tuple, judges: Judges, device: str) -> float:
     """Seconds for the models alone on crops prepared (decoded, distorted, cropped) beforehand."""
-    prepared = ConditionCrops(records, conds, CROP, seed=0, policy=DecodePolicy())
-    crops = torch.cat([prepared[i].crops for i in range(len(records))])
+    crops = torch.cat([image_crops(r["path"], _plan(conds), r["image_id"]).crops for r in records])
     labels = torch.tensor([judges.index[r["label"]] for r in records]).repeat_interleave(len(conds))
     clean = torch.arange(len(crops)) // len(conds) * len(conds)
     sync(device)
@@ -93,22 +101,10 @@ def bare_loop(records: list[dict], conds: list, judges: Judges, device: str) -> 
 
 
 def pipeline_loop(
-    records: list[dict], conds: list, judges: Judges, device: str, workers: int, on_device: bool = False
+    records: list[dict], conds: tuple, judges: Judges, device: str, workers: int, on_device: bool = False
 ) -> float:
     start = time.perf_counter()
-    policy = DecodePolicy()
-    rows = list(
-        evaluate_records(
-            records,
-            judges,
-            conds,
-            crop=CROP,
-            seed=0,
-            policy=policy,
-            workers=workers,
-            distort_on_device=on_device,
-        )
-    )
+    rows = list(evaluate_records(records, judges, _plan(conds, on_device), Runtime(workers=workers)))
     sync(device)
     assert len(rows) == len(records) * len(conds) and all(r["status"] == "ok" for r in rows)
     return time.perf_counter() - start
@@ -120,9 +116,7 @@ def memory_child(folder: str, n: int, n_conditions: int, device: str, workers: i
     conds = conditions(CORRUPTIONS, (1, 2))[:n_conditions]
     judges = make_judges(device, batch)
     rows = 0
-    for _ in evaluate_records(
-        records, judges, conds, crop=CROP, seed=0, policy=DecodePolicy(), workers=workers
-    ):
+    for _ in evaluate_records(records, judges, _plan(conds), Runtime(workers=workers)):
         rows += 1  # rows are consumed as they come, like a shard being written
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -13,7 +13,7 @@ import torchvision
 
 import saliqa
 from saliqa.cli import main
-from saliqa.pipeline.rate import RATING_COLUMNS
+from saliqa.pipeline.tables import RATINGS
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +46,7 @@ def test_rate_json_prints_one_object_per_image(
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 6
-    assert all(tuple(row) == RATING_COLUMNS for row in rows)
+    assert all(tuple(row) == RATINGS.columns for row in rows)
     broken = next(r for r in rows if r["image_id"].endswith("broken.jpg"))
     assert broken["status"] == "rejected" and broken["score"] is None
     one = next(r for r in rows if r["image_id"].endswith("chelsea_1.png"))

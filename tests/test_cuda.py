@@ -20,7 +20,9 @@ from saliqa.config import TrainConfig, config_from_dict
 from saliqa.data.readers import read_folder
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
-from saliqa.pipeline.evaluate import Judges, conditions, evaluate_records
+from saliqa.pipeline.evaluation import evaluate_records
+from saliqa.pipeline.models import Judges
+from saliqa.pipeline.plan import CropPlan, Runtime, conditions
 from saliqa.pipeline.run import run_pipeline
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
@@ -80,21 +82,11 @@ def test_evaluation_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
     for device in ("cpu", "cuda"):
         model, state = classifier_from_checkpoint(tmp_path / "run" / BEST, device)
         judges = Judges(model, list(state["classes"]), load_quality_model("piqe", device=device), 32)
-        tables[device] = pd.DataFrame(
-            evaluate_records(records, judges, conds, crop=224, seed=0, policy=DecodePolicy(), workers=2)
-        )
-        tables[f"{device}-distorted-there"] = pd.DataFrame(
-            evaluate_records(
-                records,
-                judges,
-                conds,
-                crop=224,
-                seed=0,
-                policy=DecodePolicy(),
-                workers=2,
-                distort_on_device=True,
+        for where, suffix in (("workers", ""), ("device", "-distorted-there")):
+            plan = CropPlan(conds, crop=224, seed=0, policy=DecodePolicy(), distort_on=where)
+            tables[device + suffix] = pd.DataFrame(
+                evaluate_records(records, judges, plan, Runtime(workers=2))
             )
-        )
     pd.testing.assert_frame_equal(tables["cpu-distorted-there"], tables["cpu"], check_exact=True)
     on_gpu = tables["cuda-distorted-there"]  # float64 corruptions on the GPU: a few values one level off
     np.testing.assert_allclose(on_gpu["prob_true"], tables["cuda"]["prob_true"], atol=2e-3)

@@ -15,15 +15,14 @@ from saliqa.data.readers import read_folder
 from saliqa.fullref import ms_ssim, psnr
 from saliqa.images import DecodePolicy, read_image
 from saliqa.iqa.registry import load_quality_model
-from saliqa.pipeline.evaluate import (
-    EVAL_COLUMNS,
-    ConditionCrops,
-    Judges,
-    conditions,
-    evaluate_records,
-    evaluate_to_dir,
-    read_eval,
-)
+from saliqa.pipeline.crops import image_crops
+from saliqa.pipeline.evaluation import evaluate_records, evaluate_to_dir
+from saliqa.pipeline.layout import RunLayout
+from saliqa.pipeline.models import Judges
+from saliqa.pipeline.plan import CropPlan, Runtime, conditions
+from saliqa.pipeline.tables import EVAL
+
+EVAL_COLUMNS = EVAL.columns
 
 CONDITIONS = conditions(("brightness", "contrast", "saturate", "jpeg_compression"), (1, 2))
 RANDOM_CONDITIONS = conditions(("gaussian_noise", "glass_blur", "fog", "spatter"), (2, 5))
@@ -31,13 +30,22 @@ RANDOM_CONDITIONS = conditions(("gaussian_noise", "glass_blur", "fog", "spatter"
 
 
 def test_conditions_start_clean_then_each_corruption_at_each_severity() -> None:
-    assert conditions(("contrast", "brightness"), (1, 3)) == [
+    assert conditions(("contrast", "brightness"), (1, 3)) == (
         ("none", 0),
         ("contrast", 1),
         ("contrast", 3),
         ("brightness", 1),
         ("brightness", 3),
-    ]
+    )
+
+
+def _plan(conds: tuple, crop: int, **settings: object) -> CropPlan:
+    return CropPlan(conds, crop=crop, seed=0, policy=DecodePolicy(), **settings)
+
+
+def _crops(record: dict, conds: tuple, crop: int) -> object:
+    """The public crop maker: exactly what evaluate judges for this record."""
+    return image_crops(record["path"], _plan(conds, crop), record["image_id"])
 
 
 def _records(root: Path, eval_set: str = "val") -> list[dict]:
@@ -55,8 +63,7 @@ def test_crops_are_the_reference_corruption_of_the_full_image_then_centre_croppe
         {"image_id": "a", "path": str(tmp_path / "a.png"), "label": "x", "set": "val"},
         {"image_id": "g", "path": str(tmp_path / "grey.png"), "label": "x", "set": "val"},
     ]
-    dataset = ConditionCrops(records, CONDITIONS, 224, seed=0, policy=DecodePolicy())
-    first = dataset[0]
+    first = _crops(records[0], CONDITIONS, 224)
     assert first.crops.shape == (9, 3, 224, 224) and first.crops.dtype == torch.uint8 and not first.upscaled
     for k, (name, severity) in enumerate(CONDITIONS):
         full = (
@@ -67,7 +74,7 @@ def test_crops_are_the_reference_corruption_of_the_full_image_then_centre_croppe
         expected = TF.center_crop(torch.from_numpy(np.array(full)).permute(2, 0, 1), [224, 224])
         assert torch.equal(first.crops[k], expected), (name, severity)
 
-    grey = dataset[1]
+    grey = _crops(records[1], CONDITIONS, 224)
     assert grey.upscaled and grey.crops.shape == (9, 3, 224, 224)
     assert torch.equal(grey.crops[0, 0], grey.crops[0, 1])  # grey stays grey when clean
 
@@ -81,11 +88,9 @@ def test_rows_hold_the_models_outputs_on_the_very_same_crop(folder_dataset: Path
     records = _records(folder_dataset)[:2]
     classes = ["astronaut", "chelsea", "coffee"]
     judges = _judges(classes, batch_size=5)
-    rows = pd.DataFrame(
-        evaluate_records(records, judges, CONDITIONS, crop=224, seed=0, policy=DecodePolicy(), workers=0)
-    )
+    rows = pd.DataFrame(evaluate_records(records, judges, _plan(CONDITIONS, 224), Runtime(workers=0)))
     assert len(rows) == 2 * len(CONDITIONS)
-    crops = ConditionCrops(records, CONDITIONS, 224, seed=0, policy=DecodePolicy())[1].crops
+    crops = _crops(records[1], CONDITIONS, 224).crops
     x = crops.float() / 255
     with torch.inference_mode():
         probs = torch.softmax(judges.classifier(x), dim=1)
@@ -103,7 +108,7 @@ def test_rows_hold_the_models_outputs_on_the_very_same_crop(folder_dataset: Path
     assert mine["pred"].tolist() == [classes[int(i)] for i in probs.argmax(1)]
     assert (mine["top1"] == (mine["pred"] == mine["label"])).all()
     assert mine["top5"].all()  # three classes: the true one is always among the top five
-    assert mine[["corruption", "severity"]].apply(tuple, axis=1).tolist() == CONDITIONS
+    assert tuple(mine[["corruption", "severity"]].apply(tuple, axis=1)) == CONDITIONS
 
 
 def test_bad_images_and_unknown_labels_are_recorded_for_every_condition(folder_dataset: Path) -> None:
@@ -111,9 +116,7 @@ def test_bad_images_and_unknown_labels_are_recorded_for_every_condition(folder_d
     records = _records(folder_dataset)
     records.append({"image_id": "gone.png", "path": "/nowhere/gone.png", "label": "coffee", "set": "val"})
     judges = _judges(["astronaut", "coffee"])  # no chelsea class
-    rows = pd.DataFrame(
-        evaluate_records(records, judges, CONDITIONS, crop=224, seed=0, policy=DecodePolicy(), workers=0)
-    )
+    rows = pd.DataFrame(evaluate_records(records, judges, _plan(CONDITIONS, 224), Runtime(workers=0)))
     by_image = rows.groupby("image_id")
     assert (by_image.size() == len(CONDITIONS)).all()
     status = by_image["status"].first()
@@ -131,18 +134,12 @@ def test_results_do_not_depend_on_batch_size_workers_or_shards(folder_dataset: P
         evaluate_to_dir(
             frame,
             _judges(classes, batch_size),
-            RANDOM_CONDITIONS,
-            tmp_path / name,
-            fp="x",
-            meta={},
-            crop=64,
-            seed=0,
-            policy=DecodePolicy(),
-            shard_size=shard_size,
-            workers=workers,
-            progress=False,
+            _plan(RANDOM_CONDITIONS, 64),
+            Runtime(workers=workers, shard_size=shard_size, progress=False),
+            RunLayout(tmp_path / name),
+            {"fingerprint": "x"},
         )
-        table = read_eval(tmp_path / name / "eval.parquet")
+        table = EVAL.read(tmp_path / name / "eval.parquet")
         assert tuple(table.columns) == EVAL_COLUMNS
         tables.append(table)
     a, b = tables
@@ -156,9 +153,12 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
 ) -> None:
     frame = read_folder(folder_dataset).frame.assign(set="val")
     classes = ["astronaut", "chelsea", "coffee"]
-    kwargs = {"fp": "x", "meta": {}, "crop": 64, "seed": 0, "policy": DecodePolicy()}
-    kwargs |= {"shard_size": 4, "workers": 0, "progress": False}
-    evaluate_to_dir(frame, _judges(classes), RANDOM_CONDITIONS, tmp_path / "whole", **kwargs)
+    plan, runtime = _plan(RANDOM_CONDITIONS, 64), Runtime(shard_size=4, workers=0, progress=False)
+
+    def evaluate(judges: Judges, name: str) -> int:
+        return evaluate_to_dir(frame, judges, plan, runtime, RunLayout(tmp_path / name), {"fingerprint": "x"})
+
+    evaluate(_judges(classes), "whole")
 
     judges = _judges(classes)
     calls = {"n": 0}
@@ -174,12 +174,12 @@ def test_a_killed_evaluation_resumes_from_its_finished_shards(
 
     monkeypatch.setattr(Judges, "__call__", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_to_dir(frame, judges, RANDOM_CONDITIONS, tmp_path / "killed", **kwargs)
+        evaluate(judges, "killed")
     monkeypatch.setattr(Judges, "__call__", real)
-    assert evaluate_to_dir(frame, judges, RANDOM_CONDITIONS, tmp_path / "killed", **kwargs) == 2
+    assert evaluate(judges, "killed") == 2
     pd.testing.assert_frame_equal(
-        read_eval(tmp_path / "killed" / "eval.parquet"),
-        read_eval(tmp_path / "whole" / "eval.parquet"),
+        EVAL.read(tmp_path / "killed" / "eval.parquet"),
+        EVAL.read(tmp_path / "whole" / "eval.parquet"),
         check_exact=True,
     )
 
@@ -188,10 +188,10 @@ def test_distorting_on_the_models_device_gives_the_workers_rows(folder_dataset: 
     """The same function makes the crops in a worker or in the main process: on the CPU the rows are equal."""
     records = _records(folder_dataset)[:3]
     judges = _judges(["astronaut", "chelsea", "coffee"])
-    kwargs = {"crop": 64, "seed": 0, "policy": DecodePolicy(), "workers": 0}
-    in_workers = pd.DataFrame(evaluate_records(records, judges, RANDOM_CONDITIONS, **kwargs))
+    runtime = Runtime(workers=0)
+    in_workers = pd.DataFrame(evaluate_records(records, judges, _plan(RANDOM_CONDITIONS, 64), runtime))
     on_device = pd.DataFrame(
-        evaluate_records(records, judges, RANDOM_CONDITIONS, distort_on_device=True, **kwargs)
+        evaluate_records(records, judges, _plan(RANDOM_CONDITIONS, 64, distort_on="device"), runtime)
     )
     pd.testing.assert_frame_equal(on_device, in_workers, check_exact=True)
 
@@ -199,7 +199,7 @@ def test_distorting_on_the_models_device_gives_the_workers_rows(folder_dataset: 
 def test_eval_reads_the_same_pixels_as_rate(folder_dataset: Path) -> None:
     path = next((folder_dataset / "coffee").iterdir())
     records = [{"image_id": "c", "path": str(path), "label": "coffee", "set": "val"}]
-    crop = ConditionCrops(records, [("none", 0)], 224, seed=0, policy=DecodePolicy())[0].crops[0]
+    crop = _crops(records[0], (("none", 0),), 224).crops[0]
     expected = TF.center_crop(torch.from_numpy(read_image(path)).permute(2, 0, 1), [224, 224])
     assert torch.equal(crop, expected)
 
@@ -211,7 +211,7 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
 
     records = _records(folder_dataset)[:4]
     n = len(CONDITIONS)
-    bad = ConditionCrops(records[1:2], CONDITIONS, 64, 0, DecodePolicy())[0].crops[0]
+    bad = _crops(records[1], CONDITIONS, 64).crops[0]
     real = Judges.__call__
 
     def fails_on_one_image(
@@ -229,7 +229,7 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
         return images
 
     monkeypatch.setattr(Judges, "__call__", fails_on_one_image)
-    monkeypatch.setattr("saliqa.pipeline.evaluate.corrupt_batch", fails_on_short_images)
+    monkeypatch.setattr("saliqa.pipeline.crops.corrupt_batch", fails_on_short_images)
     Image.new("RGB", (120, 96)).save(folder_dataset / "coffee" / "short.png")
     records.append(
         {
@@ -240,9 +240,7 @@ def test_an_image_the_models_or_a_corruption_fail_on_is_recorded_not_fatal(
         }
     )
     judges = _judges(["astronaut", "chelsea", "coffee"])
-    rows = pd.DataFrame(
-        evaluate_records(records, judges, CONDITIONS, crop=64, seed=0, policy=DecodePolicy(), workers=0)
-    )
+    rows = pd.DataFrame(evaluate_records(records, judges, _plan(CONDITIONS, 64), Runtime(workers=0)))
     status = rows.groupby("image_id", sort=False)["status"].agg(lambda s: sorted(set(s)))
     assert status.tolist() == [["ok"], ["failed"], ["ok"], ["ok"], ["failed"]]
     reasons = rows.groupby("image_id", sort=False)["reason"].first()
@@ -261,9 +259,7 @@ def test_all_19_corruptions_at_5_severities_make_96_conditions_and_a_full_heatma
     assert len(everything) == 1 + 19 * 5
     records = _records(folder_dataset)[:2]
     judges = _judges(["astronaut", "chelsea", "coffee"])
-    rows = pd.DataFrame(
-        evaluate_records(records, judges, everything, crop=64, seed=0, policy=DecodePolicy(), workers=0)
-    )
+    rows = pd.DataFrame(evaluate_records(records, judges, _plan(everything, 64), Runtime(workers=0)))
     assert len(rows) == 2 * 96 and (rows["status"] == "ok").all()
     assert rows["ms_ssim"].isna().all()  # a 64-pixel crop is too small for five MS-SSIM scales
     distorted = rows[rows["corruption"] != "none"]

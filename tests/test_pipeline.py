@@ -18,8 +18,8 @@ from saliqa.images import read_image, to_batch
 from saliqa.io.tables import read_provenance
 from saliqa.iqa.piqe import piqe
 from saliqa.pipeline.mapstore import MapStore
-from saliqa.pipeline.rate import RATING_COLUMNS
 from saliqa.pipeline.run import run_pipeline
+from saliqa.pipeline.tables import EVAL, RATINGS
 
 
 def _config(root: Path, **rate: object) -> object:
@@ -48,7 +48,7 @@ def test_run_writes_every_artifact_and_records_bad_images(folder_dataset: Path, 
     assert [r.name for r in results] == ["rate", "split"] and all(r.ran for r in results)
 
     ratings = pd.read_parquet(out / "ratings.parquet")
-    assert tuple(ratings.columns) == RATING_COLUMNS
+    assert tuple(ratings.columns) == RATINGS.columns
     assert len(ratings) == 15 and ratings["image_id"].is_monotonic_increasing
     status = ratings.set_index("image_id")["status"]
     reason = ratings.set_index("image_id")["reason"]
@@ -226,7 +226,6 @@ def _full_config(root: Path, extra: Path | None = None, **evaluate: object) -> o
 
 
 def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) -> None:
-    from saliqa.pipeline.evaluate import EVAL_COLUMNS
     from saliqa.stats import SUMMARY_COLUMNS
 
     root = make_folder_dataset(tmp_path / "dataset", per_class=6, side=96)
@@ -249,7 +248,7 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     ):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_parquet(out / "eval.parquet")
-    assert tuple(table.columns) == EVAL_COLUMNS
+    assert tuple(table.columns) == EVAL.columns
     split = pd.read_parquet(out / "split.parquet")
     n_val = int((split["split"] == "val").sum())
     assert len(table) == (n_val + 7) * 9  # validation images and the extra set, each under 9 conditions
@@ -280,7 +279,6 @@ def test_scene15_real_scenes_train_and_evaluate_above_chance(shared_data: Path, 
     The photos are 200x200 grey, so PIQE rates most of them Fair or Poor: every category is kept. They are
     upscaled to 224 before the centre crop, and that is recorded.
     """
-    from saliqa.pipeline.evaluate import EVAL_COLUMNS
     from saliqa.stats import SUMMARY_COLUMNS
 
     scenes = shared_data / "scene15_indoor"
@@ -310,7 +308,7 @@ def test_scene15_real_scenes_train_and_evaluate_above_chance(shared_data: Path, 
     ):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_parquet(out / "eval.parquet")
-    assert tuple(table.columns) == EVAL_COLUMNS and (table["status"] == "ok").all()
+    assert tuple(table.columns) == EVAL.columns and (table["status"] == "ok").all()
     assert table["upscaled"].all()  # every scene15 photo is under 224 px on its short side
     assert len(table) == (120 + 956) * 9
     summary = pd.read_parquet(out / "summary.parquet").set_index(["set", "corruption", "severity"])
@@ -386,12 +384,12 @@ def test_train_settings_that_change_no_weight_do_not_retrain(tmp_path: Path) -> 
 
 
 def test_a_baseline_that_is_not_comparable_is_reported() -> None:
-    from saliqa.pipeline.run import _baseline_differences
+    from saliqa.pipeline.stages.evaluate import baseline_differences
 
     ours = pd.DataFrame({"set": ["val", "val", "test"], "image_id": ["a", "b", "c"]})
     theirs = pd.DataFrame({"set": ["val"], "image_id": ["a"]})
     made = {"config": {"seed": 3, "evaluate": {"crop": 160}}}
-    notes = _baseline_differences(_full_config(Path("/data")), ours, theirs, made)
+    notes = baseline_differences(_full_config(Path("/data")), ours, theirs, made)
     assert notes == [
         "baseline: seed 3 (this run 0): its random corruptions differ",
         "baseline: crop 160 (this run 64)",

@@ -14,8 +14,8 @@ from saliqa.images import read_image, to_batch
 from saliqa.iqa.base import QualityOutput
 from saliqa.iqa.piqe import PIQE, piqe
 from saliqa.pipeline.mapstore import MapStore
-from saliqa.pipeline.rate import rate_records
 from saliqa.pipeline.run import run_pipeline
+from saliqa.pipeline.stages.rate import rate_records
 
 
 class _Interrupted(BaseException):
@@ -97,7 +97,8 @@ def _config(root: Path, **rate: object) -> object:
 def _interrupt(monkeypatch: pytest.MonkeyPatch, config: object, out: Path, stop_after: int) -> None:
     """Run the pipeline with a model that dies after ``stop_after`` batches, like a killed process."""
     monkeypatch.setattr(
-        "saliqa.pipeline.run.load_quality_model", lambda name, device: _FlakyPIQE(stop_after=stop_after)
+        "saliqa.pipeline.models.load_quality_model",
+        lambda name, device, files: _FlakyPIQE(stop_after=stop_after),
     )
     with pytest.raises(_Interrupted):
         run_pipeline(config, out, until="split", progress=False)

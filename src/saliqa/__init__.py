@@ -9,6 +9,8 @@ The Python API mirrors the CLI::
     ratings = saliqa.rate(["photos/"], out="rated")         # ratings.parquet + quality_maps/
     saliqa.run_pipeline(saliqa.load_config("run.toml"), "runs/mine")
     dark = saliqa.corrupt(image, "brightness", 2)            # ImageNet-C corruptions, uint8 in and out
+    plan = saliqa.CropPlan(saliqa.conditions(("fog",), (3,)), crop=224, seed=0)
+    crops = saliqa.image_crops("photo.jpg", plan, "photo.jpg").crops   # the crops evaluate judges
     classifier, info = saliqa.classifier_from_checkpoint("runs/mine/model/best.pt")
 """
 
@@ -30,10 +32,14 @@ from saliqa.errors import (
     WeightsNotFoundError,
 )
 from saliqa.images import DecodePolicy, decode_image, read_image, to_batch, to_tensor
+from saliqa.io.tables import read_provenance
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
 from saliqa.iqa.categories import CATEGORIES
 from saliqa.iqa.registry import load_quality_model, quality_model_names
+from saliqa.pipeline.crops import ImageCrops, image_crops
+from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import MapStore
+from saliqa.pipeline.plan import CropPlan, conditions
 from saliqa.pipeline.run import run_pipeline
 from saliqa.stats import summarize_eval
 
@@ -44,8 +50,10 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CorruptionError",
+    "CropPlan",
     "DatasetError",
     "DecodePolicy",
+    "ImageCrops",
     "ImageRejected",
     "ImageTable",
     "MapStore",
@@ -53,16 +61,19 @@ __all__ = [
     "QualityModel",
     "QualityOutput",
     "RunConfig",
+    "RunLayout",
     "SaliqaError",
     "UnknownModelError",
     "WeightsNotFoundError",
     "build_classifier",
     "classifier_from_checkpoint",
     "collect_images",
+    "conditions",
     "corrupt",
     "corrupt_batch",
     "corruption_names",
     "decode_image",
+    "image_crops",
     "iter_ratings",
     "load_config",
     "load_quality_model",
@@ -74,6 +85,7 @@ __all__ = [
     "read_image",
     "read_manifest",
     "read_mit67",
+    "read_provenance",
     "run_pipeline",
     "summarize_eval",
     "to_batch",

@@ -20,9 +20,11 @@ from saliqa.data.readers import COLUMNS, IMAGE_EXTENSIONS, ImageTable
 from saliqa.errors import DatasetError
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
-from saliqa.pipeline.rate import Rated, rate_records, ratings_frame
-from saliqa.pipeline.run import stage_rate
-from saliqa.pipeline.rundir import RunDir
+from saliqa.pipeline.layout import RunLayout
+from saliqa.pipeline.runner import run_stages
+from saliqa.pipeline.sources import Sources
+from saliqa.pipeline.stages.rate import RATE, Rated, rate_records
+from saliqa.pipeline.tables import RATINGS
 
 PathLike = str | os.PathLike[str]
 
@@ -88,10 +90,9 @@ def rate(
     table = paths if isinstance(paths, ImageTable) else collect_images(paths)
     if out is None:
         rated = iter_ratings(table, iqa=iqa, device=device, batch_size=batch_size, workers=workers)
-        return ratings_frame([r.row for r in rated])
+        return RATINGS.frame(r.row for r in rated)
     config = config_from_dict(
         {"rate": {"iqa": iqa, "device": device, "batch_size": batch_size, "workers": workers}}
     )
-    run = RunDir(out)
-    stage_rate(config, run, table, progress)
-    return pd.read_parquet(run.path("ratings.parquet"))
+    run_stages([RATE], config, out, sources=Sources(config, table), progress=progress)
+    return RATINGS.read(RunLayout(Path(out)).ratings)

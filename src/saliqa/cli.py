@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from saliqa.errors import SaliqaError
+from saliqa.io.progress import report_to
 
 app = typer.Typer(
     name="saliqa",
@@ -43,12 +44,24 @@ def _root(
     )
 
 
+ConfigOption = Annotated[Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")]
+OutOption = Annotated[Path | None, typer.Option(help="Run directory; default: runs/<config name>.")]
+
+
+def _run_dir(config: Path | None, out: Path | None) -> Path:
+    return out or Path("runs") / (config.stem if config else "demo")
+
+
+def _report_stream() -> Any:
+    """Where ``run`` reports: standard output when it is a file (``saliqa run > log``), else standard error,
+    which also carries the live progress bars on a terminal."""
+    return sys.stdout if not sys.stdout.isatty() else sys.stderr
+
+
 @app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Option(help="Run config (TOML); default: the embedded demo.")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory; default: runs/<config name>.")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
     pretrained: Annotated[
         str | None,
         typer.Option(
@@ -57,9 +70,9 @@ def run(
         ),
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Last stage to run: rate, split, train or evaluate (default: all).")
+        str | None, typer.Option(help="Last stage to run (default: all); see `saliqa stages`.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
     """Run every stage that is not up to date (resumes a killed run)."""
     from saliqa.config import config_from_dict, config_to_dict, load_config
@@ -70,13 +83,32 @@ def run(
         values = config_to_dict(resolved)
         values["train"]["pretrained"] = pretrained
         resolved = config_from_dict(values, origin="(--pretrained)")
-    out = out or Path("runs") / (config.stem if config else "demo")
-    for result in run_pipeline(resolved, out, until=until, progress=not quiet):
+    out = _run_dir(config, out)
+    stream = _report_stream()
+    with report_to(stream):
+        results = run_pipeline(resolved, out, until=until, progress=not quiet)
+    for result in results:
         state = f"done in {result.seconds:.1f} s" if result.ran else "up to date, skipped"
-        typer.echo(f"{result.name}: {state}", err=True)
+        print(f"{result.name}: {state}", file=stream)
         for message in result.messages:
-            typer.echo(f"  {message}", err=True)
-    typer.echo(f"run directory: {out}", err=True)
+            print(f"  {_printable(message)}", file=stream)
+    print(f"run directory: {out}", file=stream, flush=True)
+
+
+@app.command()
+def stages(config: ConfigOption = None, out: OutOption = None) -> None:
+    """Show the stages of a config in order: what each reads and writes, and whether it is up to date."""
+    from saliqa.config import load_config
+    from saliqa.pipeline.run import stage_states
+
+    out = _run_dir(config, out)
+    for state in stage_states(load_config(config), out):
+        why = f" ({state.why})" if state.why else ""
+        typer.echo(f"{state.stage.name}: {state.state}{why}")
+        typer.echo(f"  {state.stage.does}")
+        typer.echo(f"  reads:  {', '.join(state.reads)}")
+        typer.echo(f"  writes: {', '.join(state.writes)}")
+    typer.echo(f"run directory: {out}")
 
 
 def _json_row(row: dict[str, Any]) -> str:
@@ -123,10 +155,18 @@ def _echo_json(row: dict[str, Any]) -> None:
     typer.echo(_json_row(row))
 
 
+def _printable(text: object) -> str:
+    """``text`` on one line: control characters (a newline or tab in a file name) escaped as in Python."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _echo_text(row: dict[str, Any]) -> None:
     ok = row["status"] == "ok"
     what = f"{row['score']:8.3f}  {row['quality']:6.2f}  {row['category']}" if ok else row["reason"]
-    typer.echo(f"{row['image_id']}\t{row['status']}\t{what}")
+    typer.echo(f"{_printable(row['image_id'])}\t{row['status']}\t{_printable(what)}")
 
 
 @app.command("config")

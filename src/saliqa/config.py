@@ -35,8 +35,29 @@ Device = Annotated[str, AfterValidator(_check_device)]
 """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
+RUNTIME: dict[str, Any] = {"runtime": True}
+"""Marks a setting that changes no number, only speed, memory or what is shown (``Field(...,
+json_schema_extra=RUNTIME)``): such settings are left out of every fingerprint, so changing one reruns nothing.
+This is the one place that says which settings they are."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def runtime_settings(section: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a config section marked :data:`RUNTIME`."""
+    return tuple(
+        name
+        for name, info in section.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("runtime")
+    )
+
+
+def result_settings(section: BaseModel) -> dict[str, Any]:
+    """A section's settings that can change a result: its values without the :data:`RUNTIME` ones."""
+    skip = runtime_settings(type(section))
+    return {k: v for k, v in config_to_dict(section).items() if k not in skip}
 
 
 class DataConfig(_Section):
@@ -80,12 +101,13 @@ class RateConfig(_Section):
     """Stage rate: the quality judge and how the work is cut."""
 
     iqa: str = "piqe"
-    device: Device = "auto"
-    batch_size: int = Field(16, ge=1)
-    """Images of equal size rated in one call."""
-    shard_size: int = Field(256, ge=1)
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    """Where the judge runs (its numbers agree across devices to their float precision)."""
+    batch_size: int = Field(16, ge=1, json_schema_extra=RUNTIME)
+    """Images of equal size rated in one call (a model rates each image of a batch as alone: tested)."""
+    shard_size: int = Field(256, ge=1, json_schema_extra=RUNTIME)
     """Images per resumable unit of work."""
-    workers: int = Field(2, ge=0)
+    workers: int = Field(2, ge=0, json_schema_extra=RUNTIME)
     """Decoding threads (0 = decode in the main thread)."""
 
     @field_validator("iqa")
@@ -146,9 +168,10 @@ class TrainConfig(_Section):
     step_gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     image_size: int = Field(224, ge=32)
-    device: Device = "auto"
-    workers: int = Field(2, ge=0)
-    """Data-loading processes (0 = load in the main process)."""
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    """Where to train; the device's kind (CPU or CUDA) is part of the training's identity, its index is not."""
+    workers: int = Field(2, ge=0, json_schema_extra=RUNTIME)
+    """Data-loading processes (0 = load in the main process); every random draw is keyed by image."""
     amp: bool = True
     """Mixed precision (float16 autocast and gradient scaling) on CUDA; CPU always trains in float32."""
 
@@ -200,11 +223,12 @@ class EvaluateConfig(_Section):
     checkpoint: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1)
     """Crops per forward pass of the classifier and the quality model."""
-    shard_size: int = Field(128, ge=1)
+    shard_size: int = Field(128, ge=1, json_schema_extra=RUNTIME)
     """Images per resumable unit of work."""
-    workers: int = Field(2, ge=0)
+    workers: int = Field(2, ge=0, json_schema_extra=RUNTIME)
     """Processes that decode and distort ahead of the models (0 = in the main process)."""
-    device: Device = "auto"
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    """Where the models run; the device's kind is part of the results' identity, its index is not."""
     distort_on: Literal["workers", "device"] = "workers"
     """Where the corruptions run: in the loader workers on the CPU, or batched on ``device`` in the main
     process (the fast path on a GPU box; on CUDA a few pixel values may land one level from the CPU's)."""

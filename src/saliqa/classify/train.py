@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from saliqa.classify.checkpoint import load_checkpoint, save_checkpoint
 from saliqa.classify.models import build_classifier, init_weights
@@ -52,49 +51,52 @@ LOG_COLUMNS = (
 
 
 class _Images(Dataset):
-    """Decoded, transformed images of a split as (index, uint8 crop or None, class index)."""
+    """Decoded, transformed images of a split as (index, uint8 crop or None, class index).
+
+    An item is asked for as ``(split, index, epoch)``: one dataset (and so one set of loader workers, kept
+    for the whole training) serves every epoch's training views and every validation pass.
+    """
 
     def __init__(
         self,
-        records: list[dict[str, Any]],
+        splits: dict[str, list[dict[str, Any]]],
         classes: list[str],
-        view: Callable[[np.ndarray, dict[str, Any]], torch.Tensor],
+        size: int,
+        seed: int,
         policy: DecodePolicy,
     ) -> None:
-        self.records, self.view, self.policy = records, view, policy
+        self.splits, self.size, self.seed, self.policy = splits, size, seed, policy
         self.index = {c: i for i, c in enumerate(classes)}
 
     def __len__(self) -> int:
-        return len(self.records)
+        return sum(len(records) for records in self.splits.values())
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int]:
-        record = self.records[i]
+    def __getitem__(self, key: tuple[str, int, int]) -> tuple[int, torch.Tensor | None, int]:
+        split, i, epoch = key
+        record = self.splits[split][i]
         try:
             image = decode_image(record["path"], self.policy).array
         except ImageRejected as reject:  # changed since it was rated: skip it, counted in the log
             log.warning("skipping %s: %s", record["image_id"], reject.reason)
             return i, None, -1
-        return i, self.view(image, record), self.index[record["label"]]
+        if split == "train":  # the epoch's random crop of this image, from its own stream
+            view = train_view(image, self.size, rng_for(self.seed, "augment", epoch, record["image_id"]))
+        else:
+            view = eval_view(image, self.size)[0]
+        return i, view, self.index[record["label"]]
 
 
-@dataclass(frozen=True)
-class _TrainView:
-    """Picklable (for spawned workers): the epoch's random crop of one image, from its own stream."""
+class _Batches(Sampler[list[tuple[str, int, int]]]):
+    """The batches of the pass at hand (an epoch's training batches, or a validation pass)."""
 
-    size: int
-    seed: int
-    epoch: int
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int, int]]] = []
 
-    def __call__(self, image: np.ndarray, record: dict[str, Any]) -> torch.Tensor:
-        return train_view(image, self.size, rng_for(self.seed, "augment", self.epoch, record["image_id"]))
+    def __iter__(self) -> Iterator[list[tuple[str, int, int]]]:
+        return iter(list(self.batches))
 
-
-@dataclass(frozen=True)
-class _EvalView:
-    size: int
-
-    def __call__(self, image: np.ndarray, record: dict[str, Any]) -> torch.Tensor:
-        return eval_view(image, self.size)[0]
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _collate(items: list[tuple[int, torch.Tensor | None, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -190,24 +192,39 @@ class Trainer:
         ]
         self.amp = config.amp and device.type == "cuda"
         self.steps_per_epoch = len(epoch_batches(len(self.train_records), config.batch_size, seed, 1))
+        self._batches = _Batches()
+        self._loader = self._open_loader()
 
     # -- data ---------------------------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
-        workers = min(self.config.workers, len(batches))
-        pin = self.device.type == "cuda"
+    def _open_loader(self) -> DataLoader:
+        """One loader for the whole training: its workers persist across epochs and validation passes."""
+        dataset = _Images(
+            {"train": self.train_records, "val": self.val_records},
+            self.classes,
+            self.config.image_size,
+            self.seed,
+            self.policy,
+        )
+        workers = min(self.config.workers, len(self.train_records))
         return data_loader(
-            dataset, workers=workers, collate_fn=_collate, batch_sampler=batches, pin_memory=pin
+            dataset,
+            workers=workers,
+            collate_fn=_collate,
+            batch_sampler=self._batches,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            generator=torch.Generator(),  # worker seeds never touch the global stream that dropout uses
         )
 
     def _train_data(self, epoch: int) -> DataLoader:
-        view = _TrainView(self.config.image_size, self.seed, epoch)
         batches = epoch_batches(len(self.train_records), self.config.batch_size, self.seed, epoch)
-        return self._loader(_Images(self.train_records, self.classes, view, self.policy), batches)
+        self._batches.batches = [[("train", i, epoch) for i in batch] for batch in batches]
+        return self._loader
 
     def _val_data(self) -> DataLoader:
-        size, n, bs = self.config.image_size, len(self.val_records), 2 * self.config.batch_size
-        dataset = _Images(self.val_records, self.classes, _EvalView(size), self.policy)
-        return self._loader(dataset, [list(range(i, min(n, i + bs))) for i in range(0, n, bs)])
+        n, bs = len(self.val_records), 2 * self.config.batch_size
+        self._batches.batches = [[("val", i, 0) for i in range(s, min(n, s + bs))] for s in range(0, n, bs)]
+        return self._loader
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return to_unit_float(x, self.device), y.to(self.device, non_blocking=True)
@@ -227,6 +244,9 @@ class Trainer:
     ) -> dict[str, float]:
         model.train()
         torch.manual_seed(derive_seed(self.seed, "dropout", epoch))  # dropout masks: a function of the epoch
+        # saliqa 0.1's loaders drew one number from this stream to start each epoch; the loader now has its own
+        # generator (its workers persist), so that draw is made here, keeping trained weights identical.
+        torch.empty((), dtype=torch.int64).random_()
         loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
         lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
         for x, y, n_skipped in self._train_data(epoch):
@@ -331,7 +351,7 @@ class Trainer:
         # Dropout draws from torch's global RNG, seeded per epoch; the caller's RNG state is restored after.
         with (
             torch.random.fork_rng(devices=devices, device_type="cuda"),
-            progress_bar(f"train ({config.arch})", total=total, enabled=self.progress) as bar,
+            progress_bar(f"train ({config.arch})", total=total, enabled=self.progress, tenths=False) as bar,
         ):
             bar.advance(start * self.steps_per_epoch)
             for epoch in range(start + 1, config.epochs + 1):
@@ -352,12 +372,9 @@ class Trainer:
                 save_checkpoint(self.out / LAST, model, classes=self.classes, extra={**extra, **state})
                 if improved:
                     save_checkpoint(self.out / BEST, model, classes=self.classes, extra=extra)
-                log.info(
-                    "epoch %d/%d: train loss %.3f, val top-1 %.3f",
-                    epoch,
-                    config.epochs,
-                    row["train_loss"],
-                    row["val_top1"],
+                bar.note(
+                    f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.3f}, "
+                    f"val top-1 {row['val_top1']:.3f} ({row['seconds']:.0f} s)"
                 )
         frame = log_frame(rows)
         write_table(self.out / LOG, frame, self.meta)

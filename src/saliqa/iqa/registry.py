@@ -3,7 +3,8 @@ entry (and its parameter files, if any, in :data:`saliqa.iqa.weights.WEIGHTS`); 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -11,32 +12,35 @@ from saliqa.device import resolve_device
 from saliqa.errors import UnknownModelError
 from saliqa.iqa.base import QualityModel
 
+Files = Mapping[str, Path]
+"""Parameter files by :data:`saliqa.iqa.weights.WEIGHTS` name; a missing one is searched for."""
 
-def _piqe(device: torch.device) -> QualityModel:
+
+def _piqe(device: torch.device, files: Files) -> QualityModel:
     from saliqa.iqa.piqe import PIQE
 
     return PIQE(device=device)
 
 
-def _paq2piq(device: torch.device) -> QualityModel:
+def _paq2piq(device: torch.device, files: Files) -> QualityModel:
     from saliqa.iqa.paq2piq import PaQ2PiQ
 
-    return PaQ2PiQ(device=device)
+    return PaQ2PiQ(files.get("paq2piq"), device=device)
 
 
-def _niqe(device: torch.device) -> QualityModel:
+def _niqe(device: torch.device, files: Files) -> QualityModel:
     from saliqa.iqa.niqe import NIQE
 
-    return NIQE(device=device)
+    return NIQE(files.get("niqe"), device=device)
 
 
-def _brisque(device: torch.device) -> QualityModel:
+def _brisque(device: torch.device, files: Files) -> QualityModel:
     from saliqa.iqa.brisque import BRISQUE
 
-    return BRISQUE(device=device)
+    return BRISQUE(files.get("brisque_model"), files.get("brisque_ranges"), device=device)
 
 
-_FACTORIES: dict[str, Callable[[torch.device], QualityModel]] = {
+_FACTORIES: dict[str, Callable[[torch.device, Files], QualityModel]] = {
     "piqe": _piqe,
     "paq2piq": _paq2piq,
     "niqe": _niqe,
@@ -48,7 +52,7 @@ def quality_model_names() -> tuple[str, ...]:
     return tuple(_FACTORIES)
 
 
-def _factory(name: str) -> Callable[[torch.device], QualityModel]:
+def _factory(name: str) -> Callable[[torch.device, Files], QualityModel]:
     try:
         return _FACTORIES[name]
     except KeyError:
@@ -57,20 +61,26 @@ def _factory(name: str) -> Callable[[torch.device], QualityModel]:
         ) from None
 
 
-def load_quality_model(name: str, device: str | torch.device = "auto") -> QualityModel:
+def load_quality_model(
+    name: str, device: str | torch.device = "auto", files: Files | None = None
+) -> QualityModel:
     """A ready quality model: ``load_quality_model("piqe")``. Never falls back to another model.
 
-    PaQ-2-PiQ, NIQE and BRISQUE read parameter files found by :func:`saliqa.iqa.weights.find_weights`
-    (``$SALIQA_WEIGHTS_DIR``, then the torch hub cache); a missing file is a ``WeightsNotFoundError`` that
-    says where to put it and how to download it.
+    PaQ-2-PiQ, NIQE and BRISQUE read the parameter files given in ``files`` or, for those not given, found by
+    :func:`saliqa.iqa.weights.find_weights` (``$SALIQA_WEIGHTS_DIR``, then the torch hub cache); a missing file
+    is a ``WeightsNotFoundError`` that says where to put it and how to download it.
     """
-    return _factory(name)(resolve_device(device))
+    return _factory(name)(resolve_device(device), files or {})
+
+
+def find_model_files(name: str) -> dict[str, Path]:
+    """The parameter files quality model ``name`` needs, found now (fails when one is missing)."""
+    from saliqa.iqa.weights import find_weights, model_files
+
+    _factory(name)
+    return {weights: find_weights(weights) for weights in model_files(name)}
 
 
 def check_quality_model(name: str) -> None:
     """Fail now, before any work, when ``name`` is unknown or one of its parameter files is missing."""
-    from saliqa.iqa.weights import find_weights, model_files
-
-    _factory(name)
-    for weights in model_files(name):
-        find_weights(weights)
+    find_model_files(name)

@@ -1,0 +1,188 @@
+"""Evaluate's per-image work: every image x condition, distorted at full size, centre-cropped, judged twice.
+
+A condition is the clean image (corruption ``none``, severity 0) or one corruption at one severity. Each image
+is decoded once in a loader worker, brought up to the crop size on its short side when smaller (recorded in
+``upscaled``), distorted at that full size for every condition, and centre-cropped (:mod:`.crops`), so the
+classifier and the quality model see the very same crop. Loader workers live as long as the stage and prepare
+the next images while the models run; memory holds one shard's rows and the crops of the batches in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import Sampler
+
+from saliqa.loading import data_loader
+from saliqa.pipeline.crops import CropsDataset, Prepared
+from saliqa.pipeline.layout import RunLayout
+from saliqa.pipeline.models import Judges
+from saliqa.pipeline.plan import CropPlan, Runtime
+from saliqa.pipeline.shards import FailureGuard, Shards, in_order, judged, run_shards
+from saliqa.pipeline.tables import EVAL
+
+
+class _ShardBatches(Sampler[list[int]]):
+    """The batches of the shard at hand: one loader (and its workers) serves every shard of the stage."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class EvaluateWork:
+    """The per-image work of evaluate over ``records`` (the stage's, in order), for the shard loop."""
+
+    label = "evaluate"
+    key = ("set", "image_id")
+    failure = "model failed"
+
+    def __init__(
+        self, judges: Judges, plan: CropPlan, runtime: Runtime, records: Sequence[dict[str, Any]]
+    ) -> None:
+        self.judges, self.plan = judges, plan
+        self.units = len(plan.conditions)
+        self.batch_images = max(1, judges.batch_size // self.units)
+        self.batches = _ShardBatches()
+        usable = sum(r["label"] in judges.index for r in records)
+        workers = min(runtime.workers, usable)
+        self.loader = data_loader(
+            CropsDataset(list(records), plan),
+            workers=workers,
+            collate_fn=list,
+            batch_sampler=self.batches,
+            persistent_workers=workers > 0,
+        )
+
+    def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[Prepared]:
+        wanted = []
+        for position, record in enumerate(records):
+            if record["label"] in self.judges.index:
+                wanted.append(start + position)
+            else:
+                reason = f"label {record['label']!r} is not one of the classifier's classes"
+                yield Prepared(position, record, status="skipped", reason=reason)
+        if not wanted:
+            return
+        self.batches.batches = [
+            wanted[i : i + self.batch_images] for i in range(0, len(wanted), self.batch_images)
+        ]
+        on_device = self.plan.distort_on == "device"
+        for batch in self.loader:
+            for prepared in batch:
+                prepared.position -= start
+                if on_device:
+                    prepared.make_crops(self.plan, self.judges.device)
+                yield prepared
+
+    def batch_key(self, item: Prepared) -> Hashable:
+        return None
+
+    def judge(self, items: list[Prepared]) -> None:
+        n = self.units
+        crops = torch.cat([item.crops for item in items])
+        labels = torch.tensor([self.judges.index[item.record["label"]] for item in items]).repeat_interleave(
+            n
+        )
+        clean = torch.arange(len(crops)) // n * n  # every image's crops start with its clean one
+        out = self.judges(crops, labels, clean)
+        for j, item in enumerate(items):
+            item.result = {key: value[j * n : (j + 1) * n] for key, value in out.items()}
+            item.crops = None  # only the numbers are kept until the shard is written
+
+    def rows(self, item: Prepared) -> list[dict[str, Any]]:
+        record = item.record
+        rows = []
+        for k, (corruption, severity) in enumerate(self.plan.conditions):
+            values: dict[str, Any] = {
+                "prob_true": float("nan"),
+                "score": float("nan"),
+                "quality": float("nan"),
+            }
+            if item.status == "ok":
+                true = self.judges.index[record["label"]]
+                topk = item.result["topk"][k]
+                values = {
+                    "pred": self.judges.classes[int(topk[0])],
+                    "top1": bool(topk[0] == true),
+                    "top5": bool((topk == true).any()),
+                    "upscaled": item.upscaled,
+                    **{
+                        key: float(item.result[key][k])
+                        for key in ("prob_true", "score", "quality", "psnr", "ms_ssim")
+                    },
+                }
+            rows.append(
+                EVAL.row(
+                    image_id=record["image_id"],
+                    label=record["label"],
+                    corruption=corruption,
+                    severity=severity,
+                    set=record["set"],
+                    status=item.status,
+                    reason=item.reason,
+                    **values,
+                )
+            )
+        return rows
+
+    def before_commit(self, index: int, items: list[Prepared]) -> None:
+        return None
+
+    def close(self) -> None:
+        self.loader = None  # type: ignore[assignment]  # its persistent workers end with it
+
+
+def evaluate_records(
+    records: Sequence[dict[str, Any]], judges: Judges, plan: CropPlan, runtime: Runtime
+) -> Iterator[dict[str, Any]]:
+    """Rows of ``eval.parquet`` for ``records`` (``image_id, path, label, set``), in record order.
+
+    The distortions run in the loader workers on the CPU, or with ``plan.distort_on = "device"`` in the main
+    process on the models' device (the batched GPU path; on CUDA a few values may land one level apart).
+    """
+    work = EvaluateWork(judges, plan, runtime, records)
+    guard = FailureGuard(work.label)
+    try:
+        for item in in_order(judged(work, work.prepare(0, records), lambda _: None)):
+            guard.shard(item.position, [item])
+            yield from work.rows(item)
+        guard.finish()
+    finally:
+        work.close()
+
+
+def evaluate_to_dir(
+    records: pd.DataFrame,
+    judges: Judges,
+    plan: CropPlan,
+    runtime: Runtime,
+    out: RunLayout,
+    meta: dict[str, Any],
+) -> int:
+    """Evaluate into ``eval.parquet`` of the run directory ``out``, resuming finished shards of its parts;
+    returns how many shards were reused. ``meta`` is the table's provenance; its ``fingerprint`` names the work
+    (parts of other work are thrown away)."""
+    shards = Shards(
+        out.path(RunLayout.EVAL_PARTS),
+        f"{meta['fingerprint']} shard_size={runtime.shard_size} device={judges.device.type}",
+    )
+    ordered = records.sort_values(["set", "image_id"], kind="stable").to_dict("records")
+    done = run_shards(
+        EvaluateWork(judges, plan, runtime, ordered),
+        ordered,
+        shards,
+        schema=EVAL,
+        shard_size=runtime.shard_size,
+        progress=runtime.progress,
+    )
+    EVAL.write_parts(out.eval, done.parts, meta)
+    return done.reused

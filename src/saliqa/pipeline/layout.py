@@ -1,0 +1,99 @@
+"""Where every artifact of a run lives: the one place a run directory's paths are named.
+
+Stages, the runner, the figures they draw and the tests all take paths from a :class:`RunLayout`; nothing
+else spells a file name of the run directory. Names are POSIX paths relative to the run directory (what the
+stage records store); the properties give absolute paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from saliqa.classify.train import BEST, LAST, LOG
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The artifact paths of the run directory ``root``."""
+
+    root: Path
+
+    # -- names (relative to the run directory) ---------------------------------------------------------------
+    CONFIG = "config.toml"
+    RUN_RECORD = "run.json"
+    STAGE_RECORDS = "stages"
+    LOCK = ".saliqa.lock"
+    FILE_HASHES = "stages/file_hashes.json"
+    DEMO_DATA = "data/demo"
+    FIGURES = "figures"
+
+    RATINGS = "ratings.parquet"
+    QUALITY_MAPS = "quality_maps"
+    RATINGS_PARTS = "ratings.parts"
+    QUALITY_HISTOGRAM = "figures/quality_histogram.png"
+    CATEGORY_COUNTS = "figures/category_counts.png"
+
+    SPLIT = "split.parquet"
+
+    MODEL = "model"
+    BEST = f"model/{BEST}"
+    LAST = f"model/{LAST}"
+    TRAIN_LOG = f"model/{LOG}"
+    TRAINING_CURVES = "figures/training_curves.png"
+
+    EVAL = "eval.parquet"
+    EVAL_PARTS = "eval.parts"
+    SUMMARY = "summary.parquet"
+    ROBUSTNESS = "robustness.parquet"
+    EVAL_OVERVIEW = "figures/eval_overview.png"
+    EVAL_HEATMAP = "figures/eval_heatmap.png"
+
+    @staticmethod
+    def eval_curves(corruption: str) -> str:
+        """Top-1, Top-5 and mean quality against severity of one corruption."""
+        return f"figures/eval_{corruption}.png"
+
+    @staticmethod
+    def eval_overview(eval_set: str = "val") -> str:
+        return RunLayout.EVAL_OVERVIEW if eval_set == "val" else f"figures/eval_overview_{eval_set}.png"
+
+    @staticmethod
+    def eval_heatmap(eval_set: str = "val") -> str:
+        return RunLayout.EVAL_HEATMAP if eval_set == "val" else f"figures/eval_heatmap_{eval_set}.png"
+
+    @staticmethod
+    def stage_record(stage: str) -> str:
+        return f"stages/{stage}.json"
+
+    def path(self, name: str) -> Path:
+        """The absolute path of the artifact ``name`` (one of the names above)."""
+        return self.root.joinpath(*name.split("/"))
+
+    def name(self, path: Path) -> str:
+        """The artifact name (relative POSIX path) of ``path`` inside the run directory."""
+        return path.relative_to(self.root).as_posix()
+
+    @property
+    def ratings(self) -> Path:
+        return self.path(self.RATINGS)
+
+    @property
+    def quality_maps(self) -> Path:
+        return self.path(self.QUALITY_MAPS)
+
+    @property
+    def split(self) -> Path:
+        return self.path(self.SPLIT)
+
+    @property
+    def model(self) -> Path:
+        return self.path(self.MODEL)
+
+    @property
+    def eval(self) -> Path:
+        return self.path(self.EVAL)
+
+    @property
+    def summary(self) -> Path:
+        return self.path(self.SUMMARY)

@@ -1,0 +1,165 @@
+"""Model-side work described by picklable specs, built where it runs.
+
+A spec names a model, the files it is made from with their hashes, and its device; ``build()`` makes the
+live model in whichever process calls it (the main process of the local loop, a loader process, or an actor
+of a distributed engine) and refuses files that changed since the spec was made. Nothing live crosses a
+process boundary, so the same spec serves every engine.
+
+Judges apply ``torch.inference_mode`` themselves while they judge: the classifier a spec builds is a plain
+module with frozen parameters, so an attribution method can take gradients through the very same network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saliqa.classify.checkpoint import classifier_from_checkpoint
+from saliqa.classify.models import Classifier
+from saliqa.errors import CheckpointError
+from saliqa.fullref import MS_SSIM_MIN_SIDE, ms_ssim, psnr
+from saliqa.io.hashing import FileHashes, fingerprint, sha256_file
+from saliqa.iqa.base import QualityModel
+from saliqa.iqa.registry import find_model_files, load_quality_model
+from saliqa.loading import to_unit_float
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """A quality model: its name, parameter files (name, path, sha256) and device."""
+
+    name: str
+    device: str = "cpu"
+    files: tuple[tuple[str, str, str], ...] = ()
+
+    @classmethod
+    def find(cls, name: str, device: torch.device | str, hashes: FileHashes | None = None) -> QualitySpec:
+        """The spec of quality model ``name`` with the parameter files found on this machine now."""
+        hashes = hashes or FileHashes()
+        found = find_model_files(name)
+        files = tuple((key, str(path), hashes.sha256(path)) for key, path in found.items())
+        return cls(name, str(device), files)
+
+    def build(self) -> QualityModel:
+        """The live model, from exactly the files this spec names."""
+        for key, path, expected in self.files:
+            if sha256_file(path) != expected:
+                raise CheckpointError(
+                    f"{path} ({self.name} {key}) changed since this run was planned; run again"
+                )
+        return load_quality_model(self.name, self.device, {key: Path(path) for key, path, _ in self.files})
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the model's outputs: the model's own fingerprint (name, version, weight hashes)."""
+        return self.build().fingerprint()
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """A trained classifier: its checkpoint file, that file's sha256 and the device to run it on."""
+
+    checkpoint: str
+    sha256: str
+    device: str = "cpu"
+
+    @classmethod
+    def of(
+        cls, checkpoint: Path, device: torch.device | str, hashes: FileHashes | None = None
+    ) -> ClassifierSpec:
+        return cls(str(checkpoint), (hashes or FileHashes()).sha256(checkpoint), str(device))
+
+    def build(self) -> tuple[Classifier, dict[str, Any]]:
+        """The classifier (eval mode, frozen parameters, on the device) and the checkpoint's contents."""
+        if sha256_file(self.checkpoint) != self.sha256:
+            raise CheckpointError(f"{self.checkpoint} changed since this run was planned; run again")
+        classifier, state = classifier_from_checkpoint(self.checkpoint, self.device)
+        return classifier.requires_grad_(False), state
+
+
+@dataclass(frozen=True)
+class JudgesSpec:
+    """Evaluate's two judges: the classifier and the quality model, run on the same crops."""
+
+    classifier: ClassifierSpec
+    quality: QualitySpec
+    batch_size: int = 64
+
+    def build(self) -> Judges:
+        classifier, state = self.classifier.build()
+        judges = Judges(classifier, list(state["classes"]), self.quality.build(), self.batch_size)
+        judges.trained_by = state.get("fingerprint")
+        return judges
+
+    def identity(self) -> str:
+        """The fingerprint of what the judges compute (not of where: the device's index is left out)."""
+        return fingerprint(
+            self.classifier.sha256, self.quality.identity(), torch.device(self.classifier.device).type
+        )
+
+
+@dataclass
+class Judges:
+    """The classifier and the quality model, run on the same crops."""
+
+    classifier: Classifier
+    classes: list[str]
+    quality: QualityModel
+    batch_size: int
+    index: dict[str, int] = field(init=False)
+    device: torch.device = field(init=False)
+    trained_by: str | None = field(default=None, init=False)
+    """The fingerprint of the training that made the classifier, when it came from a checkpoint."""
+
+    def __post_init__(self) -> None:
+        self.classifier.eval()
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.device = next(self.classifier.parameters()).device
+
+    def __call__(
+        self, crops: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
+    ) -> dict[str, np.ndarray]:
+        """Top-k class indices, true-class probability, quality score and value, PSNR and MS-SSIM.
+
+        ``crops`` are uint8 (N, 3, S, S); ``labels`` holds each crop's true class index and ``clean`` the
+        index (into ``crops``) of the same image's clean crop, the reference of PSNR and MS-SSIM.
+        """
+        with torch.inference_mode():
+            k = min(5, len(self.classes))
+            crops = crops.to(
+                self.device, non_blocking=True
+            )  # once, for the models and the full-reference pass
+            parts: dict[str, list[np.ndarray]] = {
+                key: [] for key in ("topk", "prob_true", "score", "quality")
+            }
+            for start in range(0, len(crops), self.batch_size):
+                x = to_unit_float(crops[start : start + self.batch_size], self.device)
+                y = labels[start : start + self.batch_size].to(self.device)
+                probs = torch.softmax(self.classifier(x).float(), dim=1)
+                parts["topk"].append(probs.topk(k, dim=1).indices.cpu().numpy())
+                parts["prob_true"].append(probs.gather(1, y[:, None])[:, 0].double().cpu().numpy())
+                out = self.quality(x.to(self.quality.device))
+                parts["score"].append(out.score.double().cpu().numpy())
+                parts["quality"].append(out.quality.double().cpu().numpy())
+            judged = {key: np.concatenate(value) for key, value in parts.items()}
+            judged["psnr"], judged["ms_ssim"] = self._full_reference(crops, clean)
+        return judged
+
+    def _full_reference(self, crops: torch.Tensor, clean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """PSNR and MS-SSIM of every crop against its image's clean crop, one image at a time, so the clean
+        crop's statistics are computed once per image. MS-SSIM is NaN for crops under 161 pixels."""
+        values = np.full((2, len(crops)), np.nan)
+        five_scales = min(crops.shape[-2:]) >= MS_SSIM_MIN_SIDE
+        for reference in torch.unique(clean).tolist():
+            original = crops[reference : reference + 1]
+            members = (clean == reference).nonzero()[:, 0]
+            for start in range(0, len(members), self.batch_size):  # memory bounded like the models'
+                rows = members[start : start + self.batch_size]
+                distorted = crops[rows.to(crops.device)]
+                values[0, rows.numpy()] = psnr(original, distorted).cpu().numpy()
+                if five_scales:
+                    values[1, rows.numpy()] = ms_ssim(original, distorted).cpu().numpy()
+        return values[0], values[1]

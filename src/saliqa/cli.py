@@ -96,11 +96,18 @@ def run(
 
 
 @app.command()
-def stages(config: ConfigOption = None, out: OutOption = None) -> None:
+def stages(
+    config: ConfigOption = None,
+    out: OutOption = None,
+    markdown: Annotated[bool, typer.Option(help="Print the stage table of the README instead.")] = False,
+) -> None:
     """Show the stages of a config in order: what each reads and writes, and whether it is up to date."""
     from saliqa.config import load_config
-    from saliqa.pipeline.run import stage_states
+    from saliqa.pipeline.run import stage_states, stages_markdown
 
+    if markdown:
+        typer.echo(stages_markdown(), nl=False)
+        return
     out = _run_dir(config, out)
     for state in stage_states(load_config(config), out):
         why = f" ({state.why})" if state.why else ""

@@ -7,6 +7,7 @@ and tensors only, and checked for that before they are written.
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,8 +73,10 @@ def save_checkpoint(
         **extra,
     }
     path = Path(path)
+    buffer = io.BytesIO()  # serialised in memory, so a failed write is a plain OSError, not torch's
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 

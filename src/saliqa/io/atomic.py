@@ -30,15 +30,10 @@ _FILE_MODE = _file_mode()
 
 
 def _write_failure(error: BaseException) -> str | None:
-    """What went wrong when ``error`` comes from writing a file (None for any other error).
-
-    torch.save reports a failed write as a RuntimeError ("... file write failed"); pyarrow, numpy and plain
-    files raise OSError.
-    """
+    """What went wrong when ``error`` comes from writing a file (None for any other error). Writers that
+    report a failed write otherwise (torch.save) serialise to memory first and write the bytes here."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError | IsADirectoryError):
         return error.strerror or str(error)
-    if isinstance(error, RuntimeError) and "write" in str(error).lower():
-        return "the write failed (a full disk or a file-size limit)"
     return None
 
 

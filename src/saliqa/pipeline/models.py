@@ -94,10 +94,13 @@ class JudgesSpec:
         judges.trained_by = state.get("fingerprint")
         return judges
 
-    def identity(self) -> str:
-        """The fingerprint of what the judges compute (not of where: the device's index is left out)."""
+    def identity(self, quality: dict[str, Any] | None = None) -> str:
+        """The fingerprint of what the judges compute (not of where: the device's index is left out);
+        ``quality``: the quality model's identity, when the caller has it already."""
         return fingerprint(
-            self.classifier.sha256, self.quality.identity(), torch.device(self.classifier.device).type
+            self.classifier.sha256,
+            quality if quality is not None else self.quality.identity(),
+            torch.device(self.classifier.device).type,
         )
 
 

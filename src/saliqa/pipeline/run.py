@@ -85,3 +85,21 @@ def stage_states(config: RunConfig, out: str | Path) -> list[StageState]:
             why = why_stale(verdict, run.record(stage.name), ctx.settings)
             states.append(StageState(stage, "will run", why, reads, writes))
     return states
+
+
+def stages_markdown() -> str:
+    """The stages as a Markdown table (the README's), from their declarations: for the default config with
+    robustness scores asked for, one corruption's figure standing for all."""
+    config = RunConfig().model_copy(
+        update={"evaluate": RunConfig().evaluate.model_copy(update={"alexnet_reference": True})}
+    )
+    per_corruption = {RunLayout.eval_curves(c) for c in config.evaluate.corruptions}
+    lines = ["| stage | what it makes | reads | writes |", "| --- | --- | --- | --- |"]
+    for stage in STAGES:
+        names = [n for n in stage.writes(config) if n not in per_corruption]
+        if per_corruption & set(stage.writes(config)):
+            names.append(RunLayout.eval_curves("<corruption>"))
+        reads = ", ".join(f"`{n}`" for n in stage.reads) or "the dataset"
+        writes = ", ".join(f"`{n}`" if "." in n else f"`{n}/`" for n in names)
+        lines.append(f"| {stage.name} | {stage.does} | {reads} | {writes} |")
+    return "\n".join(lines) + "\n"

@@ -152,4 +152,8 @@ class RunDir:
 
 
 def _command() -> str:
-    return " ".join(["saliqa", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("saliqa") else "saliqa"
+    """The command line of this process, as the user typed it when it is the saliqa CLI."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    return (
+        " ".join(["saliqa", *sys.argv[1:]]) if program in ("saliqa", "__main__.py") else program or "python"
+    )

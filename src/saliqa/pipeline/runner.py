@@ -51,6 +51,14 @@ class StageContext:
     progress: bool = True
     fingerprint: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    _made: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` the first time ``key`` is asked for in this stage, the same object after (a model built
+        to fingerprint the stage is the one its body runs)."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     @property
     def layout(self) -> RunLayout:

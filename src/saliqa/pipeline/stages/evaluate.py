@@ -72,12 +72,23 @@ def _checkpoint(ctx: StageContext) -> Path:
 
 
 def _judges(ctx: StageContext) -> JudgesSpec:
-    runtime, hashes = Runtime.for_evaluate(ctx.config), ctx.run.hashes
-    return JudgesSpec(
-        ClassifierSpec.of(_checkpoint(ctx), runtime.device, hashes),
-        QualitySpec.find(ctx.config.rate.iqa, runtime.device, hashes),
-        runtime.batch_size,
-    )
+    def spec() -> JudgesSpec:
+        runtime, hashes = Runtime.for_evaluate(ctx.config), ctx.run.hashes
+        return JudgesSpec(
+            ClassifierSpec.of(_checkpoint(ctx), runtime.device, hashes),
+            QualitySpec.find(ctx.config.rate.iqa, runtime.device, hashes),
+            runtime.batch_size,
+        )
+
+    return ctx.once("judges", spec)
+
+
+def _quality_identity(ctx: StageContext) -> dict[str, Any]:
+    return ctx.once("quality", lambda: _judges(ctx).quality.identity())
+
+
+def _identity(ctx: StageContext) -> str:
+    return _judges(ctx).identity(_quality_identity(ctx))
 
 
 def _sets(ctx: StageContext) -> list[list[str]]:
@@ -90,7 +101,7 @@ def _baseline_sha256(ctx: StageContext) -> str | None:
 
 
 def _work_inputs(ctx: StageContext) -> dict[str, Any]:
-    return {"judges": _judges(ctx).identity(), "sets": _sets(ctx)}
+    return {"judges": _identity(ctx), "sets": ctx.once("sets", lambda: _sets(ctx))}
 
 
 def _inputs(ctx: StageContext) -> dict[str, Any]:
@@ -121,7 +132,7 @@ def _evaluate(ctx: StageContext) -> StageReport:
     config, layout, e = ctx.config, ctx.layout, ctx.config.evaluate
     spec, work_fp = _judges(ctx), work_fingerprint(ctx)
     meta = ctx.meta(
-        "evaluate", model=spec.quality.identity(), device=spec.classifier.device, checkpoint=e.checkpoint
+        "evaluate", model=_quality_identity(ctx), device=spec.classifier.device, checkpoint=e.checkpoint
     )
     meta["fingerprint"] = work_fp  # eval.parquet is identified by its work, not by the summary settings
     messages: list[str] = []

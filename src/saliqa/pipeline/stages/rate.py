@@ -200,19 +200,21 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     return {"images": config_to_dict(config.images), **result_settings(config.rate)}
 
 
-def _quality(ctx: StageContext) -> QualitySpec:
-    return QualitySpec.find(ctx.config.rate.iqa, Runtime.for_rate(ctx.config).device, ctx.run.hashes)
+def _quality(ctx: StageContext) -> QualityModel:
+    """The stage's quality model, built once from its spec (the parameter files found now, by hash)."""
+    device = Runtime.for_rate(ctx.config).device
+    return ctx.once("quality", lambda: QualitySpec.find(ctx.config.rate.iqa, device, ctx.run.hashes).build())
 
 
 def _inputs(ctx: StageContext) -> dict[str, Any]:
-    return {"dataset": listing_identity(_dataset(ctx), ctx.run.hashes), "model": _quality(ctx).identity()}
+    return {"dataset": listing_identity(_dataset(ctx), ctx.run.hashes), "model": _quality(ctx).fingerprint()}
 
 
 def _rate(ctx: StageContext) -> StageReport:
     config, layout = ctx.config, ctx.layout
     table = _dataset(ctx)
     runtime = Runtime.for_rate(config, ctx.progress)
-    model = _quality(ctx).build()
+    model = _quality(ctx)
     maps = layout.quality_maps
     # Rows computed on another kind of device are not mixed into one table: the device is in the stamp.
     shards = Shards(

@@ -279,11 +279,30 @@ def test_pickles_needing_code_are_refused_and_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     torch.save({"conv1.weight": torch.zeros(1), "hook": _Payload(marker)}, tmp_path / "evil.pth")
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match=r"unsafe.*only loads weights-only files.*Unsupported global"):
+    refused = (
+        r"saliqa refuses .*evil.pth: unpickling it would run code \(getattr\)"  # Path.touch, via getattr
+    )
+    with pytest.raises(
+        CheckpointError, match=refused + r".*weights-only files.*train.trust_checkpoint = true"
+    ):
         init_weights(build_classifier("resnet18", 2), tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="unsafe"):
+    with pytest.raises(CheckpointError, match=refused) as info:
         load_checkpoint(tmp_path / "evil.pth")
+    assert "trust_checkpoint" not in str(info.value)  # no opt-in for a trained classifier's checkpoint
+    assert "weights_only` set to `False`" not in str(info.value)  # not torch's advice to run the code
     assert not marker.exists()
+
+
+def test_a_trusted_full_pickle_loads_as_initial_weights_only_when_asked(tmp_path: Path) -> None:
+    import torchvision
+
+    full = torchvision.models.resnet18(num_classes=7)
+    torch.save(full, tmp_path / "full.pth")  # a whole module: needs its class to unpickle
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        init_weights(build_classifier("resnet18", 2), tmp_path / "full.pth")
+    model = build_classifier("resnet18", 2)
+    assert init_weights(model, tmp_path / "full.pth", trust=True).startswith("file: ")
+    assert torch.equal(model.net.conv1.weight, full.conv1.weight)
 
 
 def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
@@ -294,7 +313,7 @@ def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="non-tensor entries note"):
         init_weights(model, tmp_path / "mixed.pth")
     (tmp_path / "text.pth").write_text("not a torch file")
-    with pytest.raises(CheckpointError, match="cannot be read as a torch weights file: Unsupported operand"):
+    with pytest.raises(CheckpointError, match="is not a weights file saliqa can read \\(Unsupported operand"):
         init_weights(model, tmp_path / "text.pth")
 
 

@@ -222,7 +222,7 @@ class Payload:
 
 def test_pickle_needing_code_is_refused(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
     torch.save({"model": state, "opt": Payload()}, tmp_path / "code.pth")
-    with pytest.raises(CheckpointError, match="needs arbitrary code"):
+    with pytest.raises(CheckpointError, match="unpickling it would run code"):
         PaQ2PiQ(tmp_path / "code.pth")
 
 

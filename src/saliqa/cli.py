@@ -72,6 +72,13 @@ def run(
     until: Annotated[
         str | None, typer.Option(help="Last stage to run (default: all); see `saliqa stages`.")
     ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            help="Read the initial weights file with the full unpickler, which runs code inside it: only for a "
+            "file from a source you trust (train.trust_checkpoint)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
     """Run every stage that is not up to date (resumes a killed run)."""
@@ -79,10 +86,12 @@ def run(
     from saliqa.pipeline.run import run_pipeline
 
     resolved = load_config(config)
-    if pretrained is not None:
+    if pretrained is not None or trust_checkpoint:
         values = config_to_dict(resolved)
-        values["train"]["pretrained"] = pretrained
-        resolved = config_from_dict(values, origin="(--pretrained)")
+        if pretrained is not None:
+            values["train"]["pretrained"] = pretrained
+        values["train"]["trust_checkpoint"] = values["train"]["trust_checkpoint"] or trust_checkpoint
+        resolved = config_from_dict(values, origin="(command line)")
     out = _run_dir(config, out)
     stream = _report_stream()
     with report_to(stream):

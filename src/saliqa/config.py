@@ -174,6 +174,9 @@ class TrainConfig(_Section):
     """Data-loading processes (0 = load in the main process); every random draw is keyed by image."""
     amp: bool = True
     """Mixed precision (float16 autocast and gradient scaling) on CUDA; CPU always trains in float32."""
+    trust_checkpoint: bool = Field(False, json_schema_extra=RUNTIME)
+    """Read ``pretrained`` with torch's full unpickler, which runs any code the file names: only for a file
+    from a source you trust. Off, saliqa reads weights-only files and refuses the rest, saying why."""
 
     @field_validator("arch")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -161,31 +162,63 @@ def _last_words(detail: str) -> str:
     return found.group(0) if found else detail[:200]
 
 
-def read_weights_file(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
-    """Unpickle ``path`` with ``weights_only=True``; anything unsafe or unreadable becomes CheckpointError."""
+def _code_needed(detail: str) -> str | None:
+    """The global a pickle would import and run, as torch's weights-only loader names it (None: no such)."""
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", detail) or re.search(
+        r"reduce for unrecognized function (.+?)(?:\s+which|$)", detail
+    )
+    return found.group(1) if found else None
+
+
+TRUST_PRETRAINED = (
+    "only for a file from a source you trust, allow the full unpickler with train.trust_checkpoint = true "
+    "(saliqa run --trust-checkpoint)"
+)
+"""How to opt in, for initial weights (the one place where saliqa offers the full unpickler)."""
+
+
+def read_weights_file(
+    path: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    trust: bool = False,
+    opt_in: str | None = None,
+) -> Any:
+    """Read a torch weights file with ``weights_only=True``; anything else becomes :class:`CheckpointError`.
+
+    ``trust=True`` is the user's explicit opt-in for a full pickle they trust: unpickling it runs whatever
+    code it names, so saliqa never does so by default. ``opt_in`` says how to give it, where there is a way.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no weights file at {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error below says it better
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
         detail = " ".join(str(err).split())
-        if "Unsupported global" not in detail:  # not a pickle at all, or a damaged one
+        needed = _code_needed(detail)
+        if needed is not None:
+            alternative = f", or, {opt_in}" if opt_in else ""
             raise CheckpointError(
-                f"{path} cannot be read as a torch weights file: {_last_words(detail)}"
+                f"saliqa refuses {path}: unpickling it would run code ({needed}), and a file from an untrusted "
+                f"source can do anything that code can. saliqa loads weights-only files (tensors and plain "
+                f"values): re-save the state dict with torch.save(model.state_dict(), path){alternative}"
             ) from err
         raise CheckpointError(
-            f"{path} is not a plain weights file: it needs arbitrary code to unpickle, which is unsafe. "
-            f"saliqa only loads weights-only files (tensors and plain Python values); re-save the state "
-            f"dict with torch.save(model.state_dict(), path). Detail: {_last_words(detail)}"
+            f"{path} is not a weights file saliqa can read ({_last_words(detail)}; a plain pickle.dump, or a "
+            f"damaged file?): re-save the state dict with torch.save(model.state_dict(), path)"
         ) from err
     except Exception as err:  # truncated zip, not a torch file at all, ...
         raise CheckpointError(f"{path} cannot be read as a torch weights file: {err}") from err
 
 
 def state_dict_of(obj: Any, source: str | Path = "weights") -> dict[str, Tensor]:
-    """The tensors of a plain state dict, a ``{"state_dict": ...}``/``{"model": ...}`` wrapper, or a
-    DataParallel (``module.``-prefixed) dict."""
+    """The tensors of a plain state dict, a ``{"state_dict": ...}``/``{"model": ...}`` wrapper, a
+    DataParallel (``module.``-prefixed) dict, or (from a trusted full pickle) a whole module."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
@@ -287,6 +320,7 @@ def init_weights(
     *,
     progress: bool = True,
     weights_dir: str | Path | None = None,
+    trust: bool = False,
 ) -> str:
     """Start ``classifier`` from ``"random"`` (as built), ``"imagenet"`` or a weights file; say which.
 
@@ -310,12 +344,12 @@ def init_weights(
                 f"no weights file at {path}; initial weights are 'random', 'imagenet' or a path to a "
                 f"torchvision-format state dict"
             )
-    tensors = state_dict_of(read_weights_file(path), path)
+    tensors = state_dict_of(read_weights_file(path, trust=trust, opt_in=TRUST_PRETRAINED), path)
     load_initial_weights(classifier, tensors, str(path))
     return f"{label}: {path} (sha256 {sha256_file(path)})"
 
 
-def check_pretrained(arch: str, pretrained: str | Path) -> None:
+def check_pretrained(arch: str, pretrained: str | Path, trust: bool = False) -> None:
     """Fail now, before any work, when ``arch`` or its initial weights cannot work; no network is used.
 
     Builds the architecture (cheap) and, for a file, reads it and checks every key and shape; for
@@ -334,4 +368,5 @@ def check_pretrained(arch: str, pretrained: str | Path) -> None:
             f"no weights file at {path}; initial weights are 'random', 'imagenet' or a path to a "
             f"torchvision-format state dict"
         )
-    load_initial_weights(classifier, state_dict_of(read_weights_file(path), path), str(path))
+    obj = read_weights_file(path, trust=trust, opt_in=TRUST_PRETRAINED)
+    load_initial_weights(classifier, state_dict_of(obj, path), str(path))

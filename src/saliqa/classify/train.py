@@ -342,7 +342,9 @@ class Trainer:
             self._repair_best(model, state)
             log.info("resuming training after epoch %d of %d", start, config.epochs)
         else:
-            init = init_weights(model, config.pretrained, progress=self.progress)
+            init = init_weights(
+                model, config.pretrained, progress=self.progress, trust=config.trust_checkpoint
+            )
         model.to(self.device)
         _move_optimizer_state(optimizer, self.device)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def training_settings(t: TrainConfig, device_type: str) -> dict[str, Any]:
 
 def _check(config: RunConfig) -> None:
     resolve_device(config.train.device)
-    check_pretrained(config.train.arch, config.train.pretrained)
+    check_pretrained(config.train.arch, config.train.pretrained, trust=config.train.trust_checkpoint)
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:

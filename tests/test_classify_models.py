@@ -313,7 +313,9 @@ def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="non-tensor entries note"):
         init_weights(model, tmp_path / "mixed.pth")
     (tmp_path / "text.pth").write_text("not a torch file")
-    with pytest.raises(CheckpointError, match="is not a weights file saliqa can read \\(Unsupported operand"):
+    with pytest.raises(
+        CheckpointError, match="cannot be read as a torch weights file \\(Unsupported operand"
+    ):
         init_weights(model, tmp_path / "text.pth")
 
 

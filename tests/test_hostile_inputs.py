@@ -76,7 +76,7 @@ def test_a_plain_pickle_as_initial_weights_prints_no_torch_warning(
     with _no_warnings():
         assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
     err = _one_error_line(capsys)
-    assert "is not a weights file saliqa can read" in err and "torch.save(model.state_dict(), path)" in err
+    assert "cannot be read as a torch weights file" in err and "torch.save(model.state_dict(), path)" in err
 
 
 class _no_warnings:

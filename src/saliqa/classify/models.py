@@ -207,8 +207,8 @@ def read_weights_file(
                 f"values): re-save the state dict with torch.save(model.state_dict(), path){alternative}"
             ) from err
         raise CheckpointError(
-            f"{path} is not a weights file saliqa can read ({_last_words(detail)}; a plain pickle.dump, or a "
-            f"damaged file?): re-save the state dict with torch.save(model.state_dict(), path)"
+            f"{path} cannot be read as a torch weights file ({_last_words(detail)}: a plain pickle.dump, or a "
+            f"damaged file?); re-save the state dict with torch.save(model.state_dict(), path)"
         ) from err
     except Exception as err:  # truncated zip, not a torch file at all, ...
         raise CheckpointError(f"{path} cannot be read as a torch weights file: {err}") from err

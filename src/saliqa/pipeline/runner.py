@@ -196,14 +196,21 @@ def run_stages(
     sources: Sources | None = None,
     progress: bool = True,
 ) -> list[StageResult]:
-    """Run every stage of ``stages`` that is not up to date in the run directory ``out``, in order."""
+    """Run every stage of ``stages`` that is not up to date in the run directory ``out``, in order.
+
+    ``sources`` (default: the datasets the config names) lets a caller hand over images of its own, as
+    ``saliqa rate PATH... --out DIR`` does; the config's ``[data]`` then says nothing about them, so no
+    ``config.toml`` is written (each table's provenance still records its settings).
+    """
     for stage in stages:  # everything that can be wrong with the config fails here, before any work
         stage.check(config)
-    sources = sources if sources is not None else Sources.open(config)
+    own_sources = sources is None
+    sources = Sources.open(config) if sources is None else sources
     run = RunDir(out)
     results: list[StageResult] = []
     with run.locked():
-        write_text(run.path(RunLayout.CONFIG), dump_config(config))
+        if own_sources:
+            write_text(run.path(RunLayout.CONFIG), dump_config(config))
         done: dict[str, str] = {}
         for i, stage in enumerate(stages):
             upstream = {name: done[name] for name in dependencies(stage, stages[:i], config)}

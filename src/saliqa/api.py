@@ -16,8 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from saliqa.config import config_from_dict
-from saliqa.data.readers import COLUMNS, IMAGE_EXTENSIONS, ImageTable
-from saliqa.errors import DatasetError
+from saliqa.data.readers import ImageTable, read_paths
 from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.layout import RunLayout
@@ -30,31 +29,9 @@ PathLike = str | os.PathLike[str]
 
 
 def collect_images(paths: Sequence[PathLike]) -> ImageTable:
-    """Image files named by ``paths`` (files, or folders searched recursively), labelled by parent folder.
-
-    ``image_id`` is the path as given (POSIX form). A path that does not exist is a bad argument.
-    """
-    rows = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.exists():
-            found = [path]
-        else:
-            raise DatasetError(f"no such file or folder: {given}")
-        rows += [(p.as_posix(), str(p.resolve()), p.parent.name or ".", None, True) for p in found]
-    if not rows:
-        raise DatasetError(f"no image files in {', '.join(str(p) for p in paths)}")
-    frame = pd.DataFrame(rows, columns=list(COLUMNS)).drop_duplicates("image_id")
-    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
-    return ImageTable(frame.astype({"present": bool}), source="paths", notes=())
+    """Image files named by ``paths`` (files, or folders searched recursively); see
+    :func:`saliqa.data.readers.read_paths` for ids and labels."""
+    return read_paths(paths)
 
 
 def iter_ratings(

@@ -5,6 +5,14 @@ A reader lists files; it does not decode them. A file that is listed but absent 
 name 6,700 files that a partial download lacks) becomes a row with ``present=False`` and a count in
 ``notes``: the run reports it instead of crashing. Only a dataset that cannot be read at all (no root,
 no class folders, a malformed manifest) raises :class:`~saliqa.errors.DatasetError`.
+
+Labels follow one rule: an image's label is the first folder below the root it was found under (so
+``ROOT/<a>/<b>/x.jpg`` is class ``a``, whichever command lists it); a file directly inside a folder given to
+:func:`read_paths` takes that folder's own name, and a file given by its path its parent folder's name.
+
+A file whose name (or a folder's name on its way) is not valid UTF-8 is listed all the same, with the reason
+"file name is not valid UTF-8" and its name escaped reversibly (:mod:`saliqa.io.names`): one odd name never
+stops a dataset, and the tables can always be written.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Literal
 import pandas as pd
 
 from saliqa.errors import ConfigError, DatasetError
+from saliqa.io.names import NOT_UTF8, escape_name, has_undecodable_bytes
 
 __all__ = [
     "COLUMNS",
@@ -31,10 +40,12 @@ __all__ = [
     "read_folder",
     "read_manifest",
     "read_mit67",
+    "read_paths",
 ]
 
-#: Columns of :attr:`ImageTable.frame`, in order.
-COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "source_split", "present")
+#: Columns of :attr:`ImageTable.frame`, in order. ``reason`` is None, or why a listed file cannot be used
+#: whatever its content (a name that is not valid UTF-8).
+COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "source_split", "present", "reason")
 
 #: File extensions (lower case, with the dot) treated as images when scanning folders.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -83,6 +94,9 @@ class ImageTable:
         text = f"{self.source}: {n} images in {len(self.labels)} classes"
         if self.n_missing:
             text += f" ({n - self.n_missing} present, {self.n_missing} missing)"
+        unusable = int(self.frame["reason"].notna().sum())
+        if unusable:
+            text += f"; {unusable} unusable ({', '.join(sorted(set(self.frame['reason'].dropna())))})"
         splits = self.frame["source_split"]
         if splits.notna().any():
             counts = Counter("none" if s is None else str(s) for s in splits)
@@ -98,11 +112,21 @@ class _Row:
     path: str
     label: str
     source_split: str | None = None
+    present: bool = False
+    reason: str | None = None
+
+    def stored(self) -> _Row:
+        """This row as the tables can hold it: checked on disk, names escaped when not valid UTF-8."""
+        present = os.path.isfile(self.path)
+        names = (self.image_id, self.path, self.label)
+        if not any(has_undecodable_bytes(name) for name in names):
+            return _Row(*names, self.source_split, present)
+        return _Row(*(escape_name(name) for name in names), self.source_split, present, NOT_UTF8)
 
 
 def _make_table(rows: Iterable[_Row], source: str, notes: Iterable[str]) -> ImageTable:
-    """Sort rows by image_id, check the files exist, and freeze them into an ImageTable."""
-    ordered = sorted(rows, key=lambda r: r.image_id)
+    """Check the files exist, escape names that are not text, sort by image_id and freeze an ImageTable."""
+    ordered = sorted((r.stored() for r in rows), key=lambda r: r.image_id)
     frame = pd.DataFrame(
         {
             "image_id": pd.Series([r.image_id for r in ordered], dtype=str),
@@ -110,7 +134,8 @@ def _make_table(rows: Iterable[_Row], source: str, notes: Iterable[str]) -> Imag
             "label": pd.Series([r.label for r in ordered], dtype=str),
             # object dtype keeps None (not NaN) for "the dataset has no split for this file".
             "source_split": pd.Series([r.source_split for r in ordered], dtype=object),
-            "present": pd.Series([os.path.isfile(r.path) for r in ordered], dtype=bool),
+            "present": pd.Series([r.present for r in ordered], dtype=bool),
+            "reason": pd.Series([r.reason for r in ordered], dtype=object),
         }
     )
     return ImageTable(frame=frame, source=source, notes=tuple(notes))
@@ -194,26 +219,30 @@ def _scan_classes(root: Path, what: str) -> _Scan:
     return scan
 
 
-def _scan_one_class(root: Path, class_dir: Path, scan: _Scan) -> Iterator[_Row]:
-    label = class_dir.name
+def _walk_images(folder: Path, scan: _Scan) -> Iterator[str]:
+    """Every image file below ``folder`` (by extension; dangling links included, hidden entries skipped),
+    in sorted order, counting what was skipped in ``scan``."""
 
     def on_error(exc: OSError) -> None:
         scan.unreadable.append(str(exc.filename))
 
-    for dirpath, dirnames, filenames in os.walk(class_dir, onerror=on_error):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error):
         hidden_dirs = [d for d in dirnames if _is_hidden(d)]
         scan.hidden += len(hidden_dirs)
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in sorted(filenames):
             if _is_hidden(name):
                 scan.hidden += 1
-                continue
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 scan.non_images += 1
-                continue
-            full = os.path.join(dirpath, name)
-            image_id = Path(os.path.relpath(full, root)).as_posix()
-            yield _Row(image_id=image_id, path=full, label=label)
+            else:
+                yield os.path.join(dirpath, name)
+
+
+def _scan_one_class(root: Path, class_dir: Path, scan: _Scan) -> Iterator[_Row]:
+    for full in _walk_images(class_dir, scan):
+        image_id = Path(os.path.relpath(full, root)).as_posix()
+        yield _Row(image_id=image_id, path=full, label=class_dir.name)
 
 
 def read_folder(root: str | os.PathLike[str]) -> ImageTable:
@@ -371,6 +400,36 @@ def read_manifest(csv_path: str | os.PathLike[str]) -> ImageTable:
     if missing:
         notes.append(f"{missing} files listed in {path.name} are missing")
     return _make_table(rows.values(), f"manifest:{path}", notes)
+
+
+def read_paths(paths: Iterable[str | os.PathLike[str]]) -> ImageTable:
+    """The image files named by ``paths`` (files, or folders searched recursively), for ``saliqa rate``.
+
+    ``image_id`` is the path as given (POSIX form), joined with the path below a given folder; labels follow
+    the module's rule. A dangling link with an image extension is listed (``present=False``, so it is
+    recorded as missing); hidden entries and other files are skipped. A path that does not exist, or no image
+    at all, raises :class:`DatasetError`.
+    """
+    rows: dict[str, _Row] = {}
+    scan = _Scan()
+    given = [Path(p) for p in paths]
+    for path in given:
+        if path.is_dir():
+            for full in _walk_images(path, scan):
+                below = Path(full).relative_to(path)
+                label = below.parts[0] if len(below.parts) > 1 else (_absolute(path).name or ".")
+                image_id = (path / below).as_posix()
+                rows.setdefault(image_id, _Row(image_id, str(_absolute(full)), label))
+        elif os.path.lexists(path):
+            image_id = path.as_posix()
+            rows.setdefault(
+                image_id, _Row(image_id, str(_absolute(path)), _absolute(path).parent.name or ".")
+            )
+        else:
+            raise DatasetError(f"no such file or folder: {os.fsdecode(path)!r}")
+    if not rows:
+        raise DatasetError(f"no image files in {', '.join(repr(os.fsdecode(p)) for p in given)}")
+    return _make_table(rows.values(), "paths", scan.notes("the given folders"))
 
 
 def open_dataset(kind: DatasetKind, root: str | os.PathLike[str], *, listed_only: bool = False) -> ImageTable:

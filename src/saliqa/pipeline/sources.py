@@ -62,11 +62,8 @@ class Sources:
 def listing_identity(table: ImageTable, hashes: FileHashes) -> str:
     """Identity of a dataset listing: ids, labels, listing-time reasons, and each file's size and content."""
     rows: list[list[Any]] = []
-    frame = table.frame
-    reasons = frame["reason"] if "reason" in frame else [None] * len(frame)
-    for (image_id, path, label, present), reason in zip(
-        frame[["image_id", "path", "label", "present"]].itertuples(index=False), reasons, strict=True
-    ):
+    columns = ["image_id", "path", "label", "present", "reason"]
+    for image_id, path, label, present, reason in table.frame[columns].itertuples(index=False):
         content: list[Any] = [-1, None]
         if present and not reason:
             try:

@@ -122,9 +122,7 @@ def eval_records(layout: RunLayout, extra_sets: dict[str, ImageTable]) -> pd.Dat
     _, val = split_records(layout)
     columns = ["image_id", "path", "label", "set", "present", "reason"]
     frames = [val.assign(set="val", present=True, reason=None)[columns]]
-    for name, table in extra_sets.items():
-        frame = table.frame.assign(set=name)
-        frames.append((frame if "reason" in frame else frame.assign(reason=None))[columns])
+    frames += [table.frame.assign(set=name)[columns] for name, table in extra_sets.items()]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -623,3 +623,133 @@ def test_to_batch_errors():
 def test_decoded_image_checks_its_array():
     with pytest.raises(ValueError):
         DecodedImage(array=np.zeros((4, 5, 3), np.uint8), width=4, height=5, original_size=(4, 5), note=None)
+
+
+# -- PNG data that ends early, 16-bit colour, and reduced JPEG decoding -----------------------------------------
+def _png_file(
+    samples: np.ndarray, color_type: int, rows: int | None = None, exif: bytes | None = None
+) -> bytes:
+    """A PNG written by hand from (H, W, planes) samples (uint8 or big-endian 16-bit), filter 0 on every row;
+    ``rows`` keeps only that many rows of image data (the header still claims them all)."""
+    height, width = samples.shape[:2]
+    depth = 16 if samples.dtype == np.uint16 else 8
+    body = samples.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1).view(np.uint8)
+    raw = b"".join(b"\x00" + body[r].tobytes() for r in range(height if rows is None else rows))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    chunks = _png_chunk(b"IHDR", ihdr) + (_png_chunk(b"eXIf", exif) if exif else b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("color_type", [0, 2, 6])
+def test_png_whose_data_ends_before_its_last_row_is_rejected(tmp_path, color_type):
+    planes = {0: 1, 2: 3, 6: 4}[color_type]
+    samples = np.full((40, 50, planes), 200, np.uint8)
+    whole = tmp_path / "whole.png"
+    whole.write_bytes(_png_file(samples, color_type))
+    assert decode_image(whole).array.min() > 0
+    short = tmp_path / "short.png"
+    short.write_bytes(_png_file(samples, color_type, rows=20))
+    with Image.open(short) as img:  # Pillow's own behaviour: black rows, no error
+        img.load()
+        assert np.asarray(img)[-1].max() == 0
+    assert _reason(short) == "truncated or corrupt"
+    no_end = tmp_path / "no_end.png"
+    no_end.write_bytes(short.read_bytes()[:-12])  # without IEND either
+    assert _reason(no_end) == "truncated or corrupt"
+
+
+def test_an_interlaced_png_still_decodes_as_pillow_does(tmp_path, chelsea):
+    import png
+
+    path = tmp_path / "adam7.png"
+    with open(path, "wb") as f:
+        png.Writer(chelsea.shape[1], chelsea.shape[0], greyscale=False, interlace=True).write(
+            f, chelsea.reshape(chelsea.shape[0], -1)
+        )
+    with Image.open(path) as img:
+        assert img.info.get("interlace") == 1
+    np.testing.assert_array_equal(decode_image(path).array, chelsea)
+
+
+def _sixteen_bit_photo(planes: int) -> np.ndarray:
+    """16-bit samples that differ from their high byte times 257 (so truncation would show)."""
+    rng = np.random.default_rng(RNG_SEED)
+    samples = rng.integers(0, 65536, (36, 48, planes), dtype=np.int64)
+    samples[0, :4, :] = [[1257], [257], [65535], [0]]  # high byte 4, but round(1257 / 257) = 5
+    if planes in (2, 4):
+        samples[1, :, -1] = 65535  # one opaque row
+    return samples.astype(np.uint16)
+
+
+@pytest.mark.parametrize(("planes", "color_type"), [(3, 2), (4, 6), (2, 4)])
+def test_sixteen_bit_colour_png_is_read_at_full_precision(tmp_path, planes, color_type):
+    samples = _sixteen_bit_photo(planes)
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_file(samples, color_type))
+    out = decode_image(path)
+    v = samples.astype(np.int64)
+    colour = v[:, :, :3] if planes >= 3 else np.repeat(v[:, :, :1], 3, axis=2)
+    if planes in (2, 4):  # composite on white at full precision, then to 8 bits, in floats here
+        a = v[:, :, -1:] / 65535
+        expected = np.rint((colour / 65535 * a + (1 - a)) * 255)
+        np.testing.assert_array_equal(out.array[1], np.rint(colour[1] / 257))  # opaque: round(v / 257)
+        assert out.note == "16-bit scaled to 8-bit; alpha composited on white"
+    else:
+        expected = np.rint(colour / 257)
+        assert out.note == "16-bit scaled to 8-bit"
+    np.testing.assert_array_equal(out.array, expected.astype(np.uint8))
+    if planes == 3:
+        assert out.array[0, 0, 0] == 5  # Pillow alone gives 4
+        with Image.open(path) as img:
+            assert np.asarray(img.convert("RGB"))[0, 0, 0] == 4
+
+
+def test_sixteen_bit_png_follows_orientation_and_size_limits(tmp_path):
+    samples = _sixteen_bit_photo(3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown turned 90 degrees clockwise
+    path = tmp_path / "rotated.png"
+    path.write_bytes(_png_file(samples, 2, exif=exif.tobytes().removeprefix(b"Exif\x00\x00")))
+    out = decode_image(path)
+    expected = np.rot90(np.rint(samples / 257).astype(np.uint8), -1)
+    np.testing.assert_array_equal(out.array, expected)
+    assert out.original_size == (36, 48)
+    small = decode_image(path, DecodePolicy(max_pixels=432, oversize="downscale", min_side=8))
+    assert (small.width, small.height) == (
+        18,
+        24,
+    ) and small.note == "16-bit scaled to 8-bit; downscaled from 36x48"
+    assert _reason(path, DecodePolicy(max_pixels=432, min_side=8)).startswith("too large")
+    short = tmp_path / "short16.png"
+    short.write_bytes(_png_file(samples, 2, rows=10))
+    assert _reason(short) == "truncated or corrupt"
+
+
+@pytest.mark.parametrize("kind", ["RGB", "L", "CMYK", "progressive", "rotated"])
+def test_oversize_jpeg_is_decoded_reduced_before_the_final_resize(tmp_path, monkeypatch, kind):
+    rng = np.random.default_rng(RNG_SEED)
+    photo = Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
+    options: dict = {"quality": 90}
+    if kind in ("L", "CMYK"):
+        photo = photo.convert(kind)
+    if kind == "progressive":
+        options["progressive"] = True
+    if kind == "rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        options["exif"] = exif
+    path = _save(photo, tmp_path / "big.jpg", **options)
+    decoded_at = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self):
+        result = real_load(self)
+        decoded_at.append(self.size)
+        return result
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    out = decode_image(path, DecodePolicy(max_pixels=700_000, oversize="downscale"))
+    assert decoded_at[0] == (1000, 750)  # 1/4 of each side: 16x fewer pixels decoded than stored
+    assert out.width * out.height <= 700_000 and out.note.endswith(
+        "downscaled from 3000x4000" if kind == "rotated" else "downscaled from 4000x3000"
+    )

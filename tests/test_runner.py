@@ -72,7 +72,7 @@ def test_settings_that_change_no_number_are_declared_once() -> None:
     from saliqa.config import EvaluateConfig, RateConfig, TrainConfig
 
     assert runtime_settings(RateConfig) == ("device", "batch_size", "shard_size", "workers")
-    assert runtime_settings(TrainConfig) == ("device", "workers")
+    assert runtime_settings(TrainConfig) == ("device", "workers", "trust_checkpoint")
     assert runtime_settings(EvaluateConfig) == ("shard_size", "workers", "device")
 
 

@@ -19,7 +19,9 @@ The decoding rule
    LANCZOS so that w*h <= max_pixels with the aspect ratio kept (each side rounded down);
    note "downscaled from WxH". Other formats are first decoded at full size.
 4. Pixels are decoded (first frame of multi-frame files such as GIF or TIFF); a decoding
-   failure (OSError, SyntaxError, ValueError, EOFError, ...) -> "truncated or corrupt".
+   failure (OSError, SyntaxError, ValueError, EOFError, ...) -> "truncated or corrupt". So is a PNG
+   whose image data ends before its last row (Pillow would fill the rest with black; see
+   :mod:`saliqa.pngdata`).
    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is neither relied on nor changed (if some other code
    sets it, Pillow will hand back partially decoded truncated files).
 5. EXIF orientation is applied (``PIL.ImageOps.exif_transpose``); ``original_size`` is the
@@ -38,6 +40,10 @@ The decoding rule
      management.
    - I;16, I;16B, I;16L: ``round(v/257)``, grey replicated. I (32-bit) is treated as 16-bit
      data: clipped to 0..65535, then the same.
+   - 16-bit RGB, RGBA and grey+alpha PNG (which Pillow reads as 8-bit by dropping each sample's low
+     byte): the samples are read whole and scaled the same way, ``round(v/257)``; with alpha, composited
+     on white at full precision, ``round((c*a + 65535*(65535 - a)) / (65535*257))`` in integers (never a
+     tie), so an opaque pixel is exactly ``round(c/257)``. Note "16-bit scaled to 8-bit".
    - F: NaN -> 0, clipped to [0, 1], ``round(255*v)`` (round half to even), grey replicated.
    - YCbCr, LAB, HSV and any other mode: Pillow's ``convert("RGB")``.
 
@@ -68,6 +74,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from saliqa import pngdata
 from saliqa.errors import ImageRejected
 
 __all__ = [
@@ -222,6 +229,33 @@ def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
     return ((v + 128) // 257).astype(np.uint8)
 
 
+def _sixteen_bit_to_rgb(samples: np.ndarray) -> tuple[np.ndarray, str]:
+    """16-bit (H, W, planes) samples of grey+alpha, RGB or RGBA to RGB uint8 (the decoding rule, item 7)."""
+    planes = samples.shape[2]
+    if planes == 3:
+        return _sixteen_to_eight(samples), "16-bit scaled to 8-bit"
+    colour = samples[:, :, :-1].astype(np.int64)
+    colour = np.repeat(colour, 3, axis=2) if planes == 2 else colour
+    alpha = samples[:, :, -1:].astype(np.int64)
+    numerator = colour * alpha + 65535 * (65535 - alpha)
+    denominator = 65535 * 257  # odd, so the rounding below never meets a tie
+    rgb = ((2 * numerator + denominator) // (2 * denominator)).astype(np.uint8)
+    composited = "; alpha composited on white" if (alpha < 65535).any() else ""
+    return rgb, "16-bit scaled to 8-bit" + composited
+
+
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+"""EXIF orientation on an (H, W, C) array, as ``PIL.ImageOps.exif_transpose`` does it on an image."""
+
+
 def _to_rgb(img: Image.Image) -> tuple[np.ndarray, str | None]:
     """Map a loaded image of any mode to (H, W, 3) uint8 following the decoding rule."""
     mode = img.mode
@@ -296,19 +330,27 @@ def _decode_opened(img: Image.Image, policy: DecodePolicy, shown: str) -> Decode
     # saliqa accepts this many pixels: keep Pillow's own bomb check out of the way while decoding.
     guard = _pil_pixel_limit_lifted() if _exceeds_pil_limit(img.size) else contextlib.nullcontext()
     target = _fit_within(stored_w, stored_h, policy.max_pixels)
+    png = pngdata.read_header(img.filename) if img.format == "PNG" and img.filename else None
     try:
         with guard:
             if oversize:
                 # Formats that decode at reduced scale (JPEG) do so; draft is a no-op elsewhere.
                 img.draft("RGB", target)
             img.load()
+        if png is not None and pngdata.rows_missing(img.filename, png):
+            raise ValueError("the image data ends before the last row")
         # Read only after load: PNG's getexif() would otherwise decode the pixels itself.
         orientation = _orientation(img)
-        if orientation != 1:
+        sixteen = (
+            pngdata.read_sixteen_bit(img.filename) if png is not None and png.sixteen_bit_colour else None
+        )
+        if orientation != 1 and sixteen is None:
             img = ImageOps.exif_transpose(img)
     except _CORRUPT_ERRORS as exc:
         raise ImageRejected("truncated or corrupt", shown) from exc
     except Exception as exc:
+        if type(exc).__module__ == "png":  # pypng's errors on a damaged file
+            raise ImageRejected("truncated or corrupt", shown) from exc
         raise ImageRejected(f"unreadable: {type(exc).__name__}", shown) from exc
     width, height = stored_w, stored_h
     if orientation in _SWAPPING_ORIENTATIONS:
@@ -316,7 +358,11 @@ def _decode_opened(img: Image.Image, policy: DecodePolicy, shown: str) -> Decode
 
     notes: list[str] = []
     try:
-        array, note = _to_rgb(img)
+        if sixteen is not None:
+            array, note = _sixteen_bit_to_rgb(sixteen)
+            array = _ORIENT[orientation](array) if orientation != 1 else array
+        else:
+            array, note = _to_rgb(img)
         if note:
             notes.append(note)
         if oversize:

@@ -233,3 +233,13 @@ def test_an_empty_batch_gives_an_empty_result() -> None:
     x = torch.zeros(0, 3, 224, 224, dtype=torch.uint8)
     for metric in (psnr, ms_ssim):
         assert metric(x, x).shape == (0,)
+
+
+def test_the_ms_ssim_window_is_fspecials_as_the_nss_models_compute_it() -> None:
+    """One Gaussian tap formula serves MS-SSIM and NIQE/BRISQUE; it equals, bit for bit, the torch formula
+    MS-SSIM used before they were shared (so no MS-SSIM value moved)."""
+    from saliqa.iqa.matlab import gaussian_taps
+
+    k = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(k**2) / (2 * 1.5**2))
+    assert torch.equal(gaussian_taps(11, 1.5), g / g.sum())

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from saliqa.iqa.matlab import gaussian_taps
+
 # Wang, Simoncelli & Bovik 2003 and the original msssim.m / ssim_index_new.m.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW_SIZE = 11
@@ -81,13 +83,6 @@ def psnr(reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(data_range**2 / mse)
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    """MATLAB's fspecial('gaussian', 11, 1.5) as its normalised 1-D factor (the 2-D window is separable)."""
-    k = torch.arange(WINDOW_SIZE, dtype=torch.float64, device=device) - WINDOW_SIZE // 2
-    g = torch.exp(-(k**2) / (2 * WINDOW_SIGMA**2))
-    return g / g.sum()
-
-
 def _band(n: int, g: torch.Tensor) -> torch.Tensor:
     """(n - 10, n) matrix whose row i holds the window at columns i..i+10: the 'valid' 1-D filter as a GEMM."""
     band = torch.zeros(n - len(g) + 1, n, dtype=g.dtype, device=g.device)
@@ -99,8 +94,10 @@ def _band(n: int, g: torch.Tensor) -> torch.Tensor:
 def _blur(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Gaussian mean over each 'valid' 11x11 window (MATLAB filter2(window, x, 'valid')), map by map.
 
-    The separable window as two band-matrix products: in float64 on CPU about 4x faster than a depthwise
-    convolution, which has no optimised float64 kernel.
+    The taps are :func:`saliqa.iqa.matlab.gaussian_taps`' (fspecial's normalised 1-D factor); the sums are
+    not its tap-by-tap ones: MS-SSIM has no flat-region sensitivity to pin (it matches msssim.m,
+    pytorch-msssim and piqa to 1e-14 this way), so the separable window runs as two band-matrix products,
+    in float64 on CPU about 4x faster than a depthwise convolution, which has no optimised float64 kernel.
     """
     height, width = maps.shape[-2:]
     return _band(height, g) @ maps @ _band(width, g).T
@@ -153,7 +150,7 @@ def ms_ssim(reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
             f"MS-SSIM needs height and width >= {MS_SSIM_MIN_SIDE} ({len(MS_SSIM_WEIGHTS)} scales with an "
             f"{WINDOW_SIZE}x{WINDOW_SIZE} window), got {height}x{width}"
         )
-    g = _gaussian_window(x.device)
+    g = gaussian_taps(WINDOW_SIZE, WINDOW_SIGMA).to(x.device)
     terms = []
     for scale in range(len(MS_SSIM_WEIGHTS)):
         if scale > 0:

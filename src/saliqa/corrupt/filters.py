@@ -5,6 +5,10 @@
 value is summed as scipy's symmetric correlation sums it (centre tap first, then the pairs from the
 outermost inwards), in float64, rounded to the input's dtype after each axis. On float64 input this is
 bit-exact with ``skimage.filters.gaussian`` / ``scipy.ndimage.gaussian_filter``.
+
+It stays apart from :func:`saliqa.iqa.matlab.gaussian_filter` on purpose: that one pins MATLAB's taps
+(``fspecial``: a window size, not scipy's ``truncate`` radius) and a left-to-right tap order for NIQE and
+BRISQUE; the same image through both differs in the last bits, and each model's reference needs its own.
 """
 
 from __future__ import annotations

@@ -80,6 +80,12 @@ def gaussian_filter(
     ``padding`` is ``"replicate"`` (NIQE, PIQE) or ``"zero"`` (``filter2``, BRISQUE). The filter is
     separable: along H (MATLAB's first dimension) first, then along W, in float64, each pass summed
     tap by tap in tap order. Returns float64 of the input's shape, on the input's device.
+
+    Why not saliqa's other Gaussian blurs: :func:`saliqa.corrupt.filters.gaussian_filter` repeats scipy's
+    taps (radius from ``truncate``) and scipy's summation order (centre tap, then pairs from the outside in),
+    which the corruptions' bit-exactness with imagecorruptions needs; MS-SSIM (:mod:`saliqa.fullref`) uses
+    these taps but sums by matrix products. NIQE and BRISQUE need this order: on perfectly flat windows the
+    last bit decides whether an MSCN value is zero, and this order reproduced the official scores closest.
     """
     if x.ndim != 4:
         raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")

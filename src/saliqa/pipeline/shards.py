@@ -199,23 +199,28 @@ def _judge_isolating(work: PerImageWork, items: list[Item]) -> None:
 
 def judged(work: PerImageWork, prepared: Iterable[Item], advance: Callable[[int], None]) -> Iterator[Item]:
     """Every prepared item once judged (or as it came, when there is nothing to judge), batch by batch: not
-    necessarily in order (see :func:`in_order`)."""
+    necessarily in order (see :func:`in_order`). A batch is judged as soon as it is full, not when the next
+    item arrives, so the models never wait on a loader for data they do not need yet."""
     batch: list[Item] = []
+
+    def flush() -> Iterator[Item]:
+        _judge_isolating(work, batch)
+        advance(work.units * len(batch))
+        yield from batch
+        batch.clear()
+
     for item in prepared:
         if item.status != "ok":
             advance(work.units)
             yield item
             continue
-        if batch and (len(batch) >= work.batch_images or work.batch_key(item) != work.batch_key(batch[0])):
-            _judge_isolating(work, batch)
-            advance(work.units * len(batch))
-            yield from batch
-            batch = []
+        if batch and work.batch_key(item) != work.batch_key(batch[0]):
+            yield from flush()
         batch.append(item)
+        if len(batch) >= work.batch_images:
+            yield from flush()
     if batch:
-        _judge_isolating(work, batch)
-        advance(work.units * len(batch))
-        yield from batch
+        yield from flush()
 
 
 def in_order(items: Iterable[Item], start: int = 0) -> Iterator[Item]:

@@ -11,8 +11,11 @@ Labels follow one rule: an image's label is the first folder below the root it w
 :func:`read_paths` takes that folder's own name, and a file given by its path its parent folder's name.
 
 A file whose name (or a folder's name on its way) is not valid UTF-8 is listed all the same, with the reason
-"file name is not valid UTF-8" and its name escaped reversibly (:mod:`saliqa.io.names`): one odd name never
-stops a dataset, and the tables can always be written.
+"file name is not valid UTF-8" and its ``image_id``, ``path`` and ``label`` escaped reversibly
+(:mod:`saliqa.io.names`; ``os_name(path, reason)`` gives the name back): one odd name never stops a dataset,
+and the tables can always be written. In the rare case that the escaped id is also the id of a file whose
+name is valid (``a\\xffb.jpg`` next to a file named ``a<byte ff>b.jpg``), the escaped row's id gets the
+suffix " (not UTF-8)" so that ids stay unique; its ``path`` is still the escaped name.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import csv
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,8 +46,9 @@ __all__ = [
     "read_paths",
 ]
 
-#: Columns of :attr:`ImageTable.frame`, in order. ``reason`` is None, or why a listed file cannot be used
-#: whatever its content (a name that is not valid UTF-8).
+#: Columns of :attr:`ImageTable.frame`, in order. ``present`` says whether the file is on disk (checked by
+#: its real name); ``reason`` is None, or why a listed file cannot be used whatever its content (a name that
+#: is not valid UTF-8: its ``path`` is then escaped text, to be opened as ``saliqa.io.names.os_name``).
 COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "source_split", "present", "reason")
 
 #: File extensions (lower case, with the dot) treated as images when scanning folders.
@@ -55,6 +59,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 DatasetKind = Literal["folder", "mit67", "manifest"]
 
 _MIT67_LISTS: tuple[tuple[str, str], ...] = (("TrainImages.txt", "train"), ("TestImages.txt", "test"))
+
+# Appended to the id of a row whose escaped name equals a valid file's name (see the module docstring).
+_NOT_UTF8_SUFFIX = " (not UTF-8)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,9 +131,29 @@ class _Row:
         return _Row(*(escape_name(name) for name in names), self.source_split, present, NOT_UTF8)
 
 
+def _unique_escaped_ids(rows: list[_Row]) -> None:
+    """Give an escaped row whose id is also a valid row's id (``a\\xffb.jpg``) a suffixed id, in place.
+
+    Valid ids are unique among themselves, and so are escaped ones (escaping is one-to-one), so only such a
+    pair can clash; the valid row keeps its id, as it had before names were escaped.
+    """
+    counts = Counter(r.image_id for r in rows)
+    taken = set(counts)
+    for row in rows:
+        if row.reason == NOT_UTF8 and counts[row.image_id] > 1:
+            candidate, k = row.image_id + _NOT_UTF8_SUFFIX, 1
+            while candidate in taken:
+                k += 1
+                candidate = f"{row.image_id} (not UTF-8, {k})"
+            row.image_id = candidate
+            taken.add(candidate)
+
+
 def _make_table(rows: Iterable[_Row], source: str, notes: Iterable[str]) -> ImageTable:
     """Check the files exist, escape names that are not text, sort by image_id and freeze an ImageTable."""
-    ordered = sorted((r.stored() for r in rows), key=lambda r: r.image_id)
+    stored = [r.stored() for r in rows]
+    _unique_escaped_ids(stored)
+    ordered = sorted(stored, key=lambda r: r.image_id)
     frame = pd.DataFrame(
         {
             "image_id": pd.Series([r.image_id for r in ordered], dtype=str),
@@ -402,17 +429,24 @@ def read_manifest(csv_path: str | os.PathLike[str]) -> ImageTable:
     return _make_table(rows.values(), f"manifest:{path}", notes)
 
 
-def read_paths(paths: Iterable[str | os.PathLike[str]]) -> ImageTable:
+def read_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> ImageTable:
     """The image files named by ``paths`` (files, or folders searched recursively), for ``saliqa rate``.
 
-    ``image_id`` is the path as given (POSIX form), joined with the path below a given folder; labels follow
-    the module's rule. A dangling link with an image extension is listed (``present=False``, so it is
-    recorded as missing); hidden entries and other files are skipped. A path that does not exist, or no image
-    at all, raises :class:`DatasetError`.
+    ``image_id`` is the path as given (POSIX form), joined with the path below a given folder; rows are
+    sorted by it and a file reached twice is listed once (the first path that reaches it gives its label).
+    Labels follow the module's rule. Below a folder, files are picked by extension exactly as
+    :func:`read_folder` picks them (the same walk): a dangling link with an image extension is listed
+    (``present=False``, so it is recorded as missing), hidden entries and other files are skipped. A file
+    given by its path is listed whatever its extension. A path that does not exist (not even as a dangling
+    link), or no image at all, raises :class:`DatasetError`. A single path may be passed instead of a list.
     """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     rows: dict[str, _Row] = {}
     scan = _Scan()
-    given = [Path(p) for p in paths]
+    given = list(dict.fromkeys(Path(p) for p in paths))  # "photos/" twice is walked (and counted) once
+    if not given:
+        raise DatasetError("no files or folders given")
     for path in given:
         if path.is_dir():
             for full in _walk_images(path, scan):

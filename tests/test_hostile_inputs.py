@@ -99,6 +99,18 @@ class _no_warnings:
         assert not self._seen, [str(w.message) for w in self._seen]
 
 
+def _rate_and_split(root: Path, tmp_path: Path) -> pd.DataFrame:
+    """``saliqa run --until split`` on the folder dataset ``root``, every category kept; its ratings."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[data]\nsource = "folder"\nroot = "{root}"\n[rate]\ndevice = "cpu"\nworkers = 0\n'
+        '[split]\nkeep = ["Bad", "Poor", "Fair", "Good", "Excellent"]\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out), "--until", "split", "-q"]) == 0
+    return pd.read_parquet(out / "ratings.parquet")
+
+
 def _bad_name(folder: Path, photo: Path) -> bytes:
     """A copy of ``photo`` in ``folder`` under a name that is not valid UTF-8."""
     raw = os.fsencode(folder) + b"/bad\xffbytes.png"
@@ -113,15 +125,7 @@ def test_a_file_name_that_is_not_utf8_is_recorded_with_a_reason_in_run_and_rate(
     from saliqa.io.names import NOT_UTF8, unescape_name
 
     raw = _bad_name(folder_dataset / "coffee", folder_dataset / "coffee" / "coffee_0.png")
-    config = tmp_path / "run.toml"
-    config.write_text(
-        f'[data]\nsource = "folder"\nroot = "{folder_dataset}"\n[rate]\ndevice = "cpu"\nworkers = 0\n'
-        '[split]\nkeep = ["Bad", "Poor", "Fair", "Good", "Excellent"]\n'
-    )
-    assert (
-        main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--until", "split", "-q"]) == 0
-    )
-    ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet").set_index("image_id")
+    ratings = _rate_and_split(folder_dataset, tmp_path).set_index("image_id")
     row = ratings.loc["coffee/bad\\xffbytes.png"]
     assert row["status"] == "rejected" and row["reason"] == NOT_UTF8
     assert os.fsencode(unescape_name(row["path"])) == raw  # the name maps back to the file
@@ -197,15 +201,7 @@ def test_a_200_file_half_garbage_folder_runs_and_rates_every_file_it_lists(
 ) -> None:
     root = tmp_path / "garbage"
     listed = _half_garbage(root)
-    config = tmp_path / "run.toml"
-    config.write_text(
-        f'[data]\nsource = "folder"\nroot = "{root}"\n[rate]\ndevice = "cpu"\n'
-        '[split]\nkeep = ["Bad", "Poor", "Fair", "Good", "Excellent"]\n'
-    )
-    assert (
-        main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--until", "split", "-q"]) == 0
-    )
-    ratings = pd.read_parquet(tmp_path / "run" / "ratings.parquet")
+    ratings = _rate_and_split(root, tmp_path)
     assert len(ratings) == listed and (ratings["status"] == "ok").sum() == 100
     assert ratings.loc[ratings["status"] != "ok", "reason"].notna().all()
     capsys.readouterr()

@@ -48,13 +48,19 @@ def _toml(path: Path, root: Path, rate: str = "", epochs: int = 1) -> Path:
     return path
 
 
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "saliqa", *args]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
+
 def _saliqa(*args: str, limit_kib: int | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """``saliqa ARGS`` in a fresh process (optionally under ``ulimit -f``), output captured."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-m", "saliqa", *args]
+    command = _command(*args)
     if limit_kib is not None:
         command = ["bash", "-c", f'ulimit -f {limit_kib}; exec "$@"', "saliqa", *command]
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=check)
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, check=check)
 
 
 # -- the declaration ---------------------------------------------------------------------------------------------
@@ -202,12 +208,8 @@ def test_a_pickled_spec_builds_the_same_judges_in_another_process(
     (tmp_path / "spec.pkl").write_bytes(pickle.dumps((spec, plan, records)))
     script = tmp_path / "rows.py"
     script.write_text(SUBPROCESS_ROWS)
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "spec.pkl"), str(tmp_path / "rows.parquet")],
-        check=True,
-        env=env,
-    )
+    command = [sys.executable, str(script), str(tmp_path / "spec.pkl"), str(tmp_path / "rows.parquet")]
+    subprocess.run(command, check=True, env=ENV)
     here = pd.DataFrame(evaluate_records(records, spec.build(), plan, Runtime(workers=0)))
     there = pd.read_parquet(tmp_path / "rows.parquet")
     exact = [c for c in here.columns if c != "prob_true"]
@@ -277,30 +279,14 @@ def test_a_second_run_in_the_same_directory_fails_at_once_naming_the_holder(
 def test_a_concurrent_run_fails_instead_of_racing(folder_dataset: Path, tmp_path: Path) -> None:
     config = _toml(tmp_path / "run.toml", folder_dataset, epochs=60)  # long enough to be caught running
     out = tmp_path / "run"
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "saliqa",
-            "run",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-            "--until",
-            "train",
-            "-q",
-        ],
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = ("run", "--config", str(config), "--out", str(out), "--until", "train", "-q")
+    first = subprocess.Popen(_command(*run), env=ENV, stderr=subprocess.PIPE, text=True)
     lock = out / RunLayout.LOCK
     for _ in range(600):  # until the first run holds the directory
         if lock.exists() and lock.read_text().startswith("saliqa (pid"):
             break
         subprocess.run(["sleep", "0.05"], check=True)
-    second = _saliqa("run", "--config", str(config), "--out", str(out), "--until", "train", "-q")
+    second = _saliqa(*run)
     assert first.wait(timeout=600) == 0, first.stderr.read()
     assert second.returncode == 1
     assert f"is in use by saliqa (pid {first.pid}" in second.stderr and len(second.stderr.splitlines()) == 1

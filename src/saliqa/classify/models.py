@@ -195,7 +195,9 @@ def read_weights_file(
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols: the error below says it better
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=not trust)
+            if trust:  # the user's explicit opt-in, for a file they trust (train.trust_checkpoint)
+                return torch.load(path, map_location=map_location, weights_only=False)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         detail = " ".join(str(err).split())
         needed = _code_needed(detail)

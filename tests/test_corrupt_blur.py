@@ -132,6 +132,22 @@ def test_clipped_zoom_is_scipys_on_random_floats() -> None:
                 np.testing.assert_array_equal(ours, icc.clipped_zoom(source, factor), err_msg=str(factor))
 
 
+def test_gaussian_taps_are_scipys() -> None:
+    """The corruptions' taps are scipy's to the bit (an impulse through scipy gives them exactly), at every
+    sigma gaussian_blur and glass_blur use. (They stay apart from saliqa.iqa.matlab.gaussian_taps, whose
+    libm exp and left-to-right sum differ from numpy's SIMD exp and pairwise sum in the last bit at some of
+    these sigmas on some CPUs: each is pinned to its own reference.)"""
+    from scipy.ndimage import gaussian_filter1d
+
+    from saliqa.corrupt.filters import gaussian_kernel1d
+
+    for sigma in (*blur.GAUSSIAN_SIGMA, *(sigma for sigma, _, _ in blur.GLASS_SIGMA_STEP_PASSES)):
+        taps = np.array(gaussian_kernel1d(sigma))
+        impulse = np.zeros(len(taps))
+        impulse[len(taps) // 2] = 1.0
+        np.testing.assert_array_equal(taps, gaussian_filter1d(impulse, sigma, mode="constant"))
+
+
 # ---------------------------------------------------------------- motion_blur, fed our angle
 
 

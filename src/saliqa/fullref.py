@@ -94,10 +94,11 @@ def _band(n: int, g: torch.Tensor) -> torch.Tensor:
 def _blur(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Gaussian mean over each 'valid' 11x11 window (MATLAB filter2(window, x, 'valid')), map by map.
 
-    The taps are :func:`saliqa.iqa.matlab.gaussian_taps`' (fspecial's normalised 1-D factor); the sums are
-    not its tap-by-tap ones: MS-SSIM has no flat-region sensitivity to pin (it matches msssim.m,
-    pytorch-msssim and piqa to 1e-14 this way), so the separable window runs as two band-matrix products,
-    in float64 on CPU about 4x faster than a depthwise convolution, which has no optimised float64 kernel.
+    The taps are :func:`saliqa.iqa.matlab.gaussian_taps`' (fspecial's normalised 1-D factor); the filter is not
+    :func:`saliqa.iqa.matlab.gaussian_filter` ('same' size from padding, summed tap by tap for NIQE/BRISQUE's
+    flat regions): MS-SSIM keeps only the 'valid' region and is pinned by msssim.m, pytorch-msssim and piqa
+    to 1e-14, not bit for bit, so the separable window runs as two band-matrix products, in float64 on CPU
+    about 4x faster than a depthwise convolution, which has no optimised float64 kernel.
     """
     height, width = maps.shape[-2:]
     return _band(height, g) @ maps @ _band(width, g).T

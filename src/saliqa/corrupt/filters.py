@@ -6,9 +6,9 @@ value is summed as scipy's symmetric correlation sums it (centre tap first, then
 outermost inwards), in float64, rounded to the input's dtype after each axis. On float64 input this is
 bit-exact with ``skimage.filters.gaussian`` / ``scipy.ndimage.gaussian_filter``.
 
-It stays apart from :func:`saliqa.iqa.matlab.gaussian_filter` on purpose: that one pins MATLAB's taps
-(``fspecial``: a window size, not scipy's ``truncate`` radius) and a left-to-right tap order for NIQE and
-BRISQUE; the same image through both differs in the last bits, and each model's reference needs its own.
+It stays apart from saliqa's two other Gaussian blurs on purpose (see ``gaussian_kernel1d`` and
+``gaussian_filter``): each is pinned to a different reference, and the same image through two of them
+differs in the last bits.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ def clip_to_255(x: torch.Tensor) -> torch.Tensor:
 
 @cache
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> tuple[float, ...]:
-    """scipy's normalised Gaussian taps for ``sigma`` (radius ``int(truncate * sigma + 0.5)``)."""
+    """scipy's normalised Gaussian taps for ``sigma`` (radius ``int(truncate * sigma + 0.5)``).
+
+    Not :func:`saliqa.iqa.matlab.gaussian_taps` (MATLAB's ``fspecial``, pinned by the NIQE/BRISQUE scores):
+    scipy takes numpy's SIMD ``exp`` of ``-0.5 / sigma**2 * x**2`` and normalises by numpy's pairwise sum,
+    which moves the last bit of some taps (gaussian_blur's sigmas 2, 3, 4, 6), and the corruptions must
+    match scipy bit for bit.
+    """
     radius = int(truncate * float(sigma) + 0.5)
     x = np.arange(-radius, radius + 1)
     phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
@@ -97,6 +103,11 @@ def gaussian_filter(
     ``sigma`` is one value or (rows, columns); a sigma of 0 leaves that axis alone, as scipy does.
     skimage.filters.gaussian's default mode is "nearest"; its "reflect" is scipy's "reflect". Planes are
     filtered independently, so on the CPU they go in chunks; the result does not depend on the chunking.
+
+    Why not saliqa's other Gaussian blurs: :func:`saliqa.iqa.matlab.gaussian_filter` sums MATLAB's taps one
+    by one in tap order with replicate or zero padding (pinned by the official NIQE/BRISQUE/PIQE scores),
+    and MS-SSIM's blur in :mod:`saliqa.fullref` keeps only the 'valid' region; this one is pinned bit for bit
+    by scipy.ndimage / skimage, which the imagecorruptions reference calls.
     """
     sigmas = (sigma, sigma) if isinstance(sigma, int | float) else sigma
     passes = [

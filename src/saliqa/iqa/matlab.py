@@ -45,7 +45,11 @@ def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:
 def gaussian_taps(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Exact normalised 1-D Gaussian taps ``g = exp(-x^2 / (2 sigma^2)) / sum(g)``, x centred on 0.
 
-    The outer product of these taps is MATLAB's ``fspecial('gaussian', size, sigma)`` up to rounding.
+    The outer product of these taps is MATLAB's ``fspecial('gaussian', size, sigma)`` up to rounding. They
+    are NIQE/BRISQUE/PIQE's 7x7 window and MS-SSIM's 11x11 one (:mod:`saliqa.fullref`). Not scipy's taps
+    (:func:`saliqa.corrupt.filters.gaussian_kernel1d`, pinned by scipy for the corruptions): those use
+    numpy's SIMD ``exp`` (not libm's on every CPU), another exponent and a pairwise sum, and differ from these
+    in the last bit at gaussian_blur's sigmas 2, 3, 4 and 6.
     """
     if size < 1 or size % 2 == 0:
         raise ValueError(f"Gaussian window size must be odd and positive, got {size}")
@@ -84,8 +88,9 @@ def gaussian_filter(
     Why not saliqa's other Gaussian blurs: :func:`saliqa.corrupt.filters.gaussian_filter` repeats scipy's
     taps (radius from ``truncate``) and scipy's summation order (centre tap, then pairs from the outside in),
     which the corruptions' bit-exactness with imagecorruptions needs; MS-SSIM (:mod:`saliqa.fullref`) uses
-    these taps but sums by matrix products. NIQE and BRISQUE need this order: on perfectly flat windows the
-    last bit decides whether an MSCN value is zero, and this order reproduced the official scores closest.
+    these taps but keeps the 'valid' region and sums by matrix products. NIQE and BRISQUE need this order: on
+    perfectly flat windows the last bit decides whether an MSCN value is zero, and this order reproduced the
+    official scores closest.
     """
     if x.ndim != 4:
         raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageFile, JpegImagePlugin
 from skimage import data as skdata
 
+from saliqa import pngdata
 from saliqa.errors import ImageRejected
 from saliqa.images import DecodedImage, DecodePolicy, decode_image, read_image, to_batch, to_tensor
 
@@ -626,18 +627,54 @@ def test_decoded_image_checks_its_array():
 
 
 # -- PNG data that ends early, 16-bit colour, and reduced JPEG decoding -----------------------------------------
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""Adam7 interlace passes: first column, first row, column step, row step (PNG specification)."""
+
+
+def _filtered_rows(body: np.ndarray, bpp: int, filter_type: int) -> bytes:
+    """PNG filter ``filter_type`` on every row of ``body`` (rows, bytes), each row led by its filter byte.
+
+    Every filter predicts from the original bytes, so encoding needs no loop (decoding would)."""
+    x = body.astype(np.int16)
+    left, up, corner = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
+    left[:, bpp:], up[1:], corner[1:, bpp:] = x[:, :-bpp], x[:-1], x[:-1, :-bpp]
+    if filter_type == 4:  # Paeth
+        p = left + up - corner
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - corner)
+        predicted = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+    else:  # None, Sub, Up, Average
+        predicted = (np.zeros_like(x), left, up, (left + up) // 2)[filter_type]
+    rows = ((x - predicted) % 256).astype(np.uint8)
+    return np.hstack([np.full((len(rows), 1), filter_type, np.uint8), rows]).tobytes()
+
+
 def _png_file(
-    samples: np.ndarray, color_type: int, rows: int | None = None, exif: bytes | None = None
+    samples: np.ndarray,
+    color_type: int,
+    dropped_rows: int = 0,
+    exif: bytes | None = None,
+    *,
+    filter_type: int = 0,
+    interlace: bool = False,
+    chunks: bytes = b"",
 ) -> bytes:
-    """A PNG written by hand from (H, W, planes) samples (uint8 or big-endian 16-bit), filter 0 on every row;
-    ``rows`` keeps only that many rows of image data (the header still claims them all)."""
-    height, width = samples.shape[:2]
+    """A PNG written by hand from (H, W, planes) samples (uint8, or uint16 stored big-endian), one filter type
+    on every row, optionally Adam7-interlaced. ``dropped_rows`` full-width rows are cut from the end of the
+    image data (the last rows, or the last rows of the last pass; the header still claims them all); ``chunks``
+    go between IHDR and IDAT."""
+    height, width, planes = samples.shape
     depth = 16 if samples.dtype == np.uint16 else 8
-    body = samples.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1).view(np.uint8)
-    raw = b"".join(b"\x00" + body[r].tobytes() for r in range(height if rows is None else rows))
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    chunks = _png_chunk(b"IHDR", ihdr) + (_png_chunk(b"eXIf", exif) if exif else b"")
-    return b"\x89PNG\r\n\x1a\n" + chunks + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    bpp = planes * depth // 8
+    raw = b""
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        part = samples[y0::dy, x0::dx]
+        if part.size:
+            body = part.astype(">u2" if depth == 16 else np.uint8).reshape(len(part), -1).view(np.uint8)
+            raw += _filtered_rows(body, bpp, filter_type)
+    raw = raw[: len(raw) - dropped_rows * (1 + width * bpp)]
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, int(interlace))
+    head = _png_chunk(b"IHDR", ihdr) + (_png_chunk(b"eXIf", exif) if exif else b"") + chunks
+    return b"\x89PNG\r\n\x1a\n" + head + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("color_type", [0, 2, 6])
@@ -648,27 +685,72 @@ def test_png_whose_data_ends_before_its_last_row_is_rejected(tmp_path, color_typ
     whole.write_bytes(_png_file(samples, color_type))
     assert decode_image(whole).array.min() > 0
     short = tmp_path / "short.png"
-    short.write_bytes(_png_file(samples, color_type, rows=20))
-    with Image.open(short) as img:  # Pillow's own behaviour: black rows, no error
-        img.load()
-        assert np.asarray(img)[-1].max() == 0
-    assert _reason(short) == "truncated or corrupt"
+    short.write_bytes(_png_file(samples, color_type, dropped_rows=20))
     no_end = tmp_path / "no_end.png"
     no_end.write_bytes(short.read_bytes()[:-12])  # without IEND either
-    assert _reason(no_end) == "truncated or corrupt"
+    for path in (short, no_end):
+        with Image.open(path) as img:  # Pillow's own behaviour, with or without IEND: black rows, no error
+            img.load()
+            assert np.asarray(img)[19].min() == 200 and np.asarray(img)[20:].max() == 0
+        assert _reason(path) == "truncated or corrupt"
 
 
-def test_an_interlaced_png_still_decodes_as_pillow_does(tmp_path, chelsea):
-    import png
+def test_png_whose_data_stops_inside_a_row_is_rejected_by_pillow_itself(tmp_path):
+    samples = np.full((40, 50, 3), 200, np.uint8)
+    path = tmp_path / "mid_row.png"
+    raw = b"".join(b"\x00" + samples[r].tobytes() for r in range(40))[:-75]  # half of the last row
+    ihdr = struct.pack(">IIBBBBB", 50, 40, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+    with Image.open(path) as img, pytest.raises(OSError, match="truncated"):
+        img.load()
+    assert _reason(path) == "truncated or corrupt"
 
+
+@pytest.mark.parametrize("filter_type", [0, 4])
+def test_an_interlaced_png_still_decodes_as_pillow_does(tmp_path, chelsea, filter_type):
     path = tmp_path / "adam7.png"
-    with open(path, "wb") as f:
-        png.Writer(chelsea.shape[1], chelsea.shape[0], greyscale=False, interlace=True).write(
-            f, chelsea.reshape(chelsea.shape[0], -1)
-        )
+    path.write_bytes(_png_file(chelsea, 2, filter_type=filter_type, interlace=True))
     with Image.open(path) as img:
         assert img.info.get("interlace") == 1
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), chelsea)
     np.testing.assert_array_equal(decode_image(path).array, chelsea)
+    short = tmp_path / "short.png"  # the last row of the last pass missing
+    short.write_bytes(_png_file(chelsea, 2, dropped_rows=1, filter_type=filter_type, interlace=True))
+    with Image.open(short) as img:  # Pillow: black odd pixels on the last odd row, no error
+        img.load()
+        assert np.asarray(img)[299].max() == 0
+    assert _reason(short) == "truncated or corrupt"
+
+
+def test_plain_png_data_is_inflated_once(tmp_path, monkeypatch, chelsea):
+    """A plain PNG is inflated once (by Pillow): a non-zero byte in its last row shows the data reached it."""
+    recounted: list[str] = []
+    real_rows_missing = pngdata.rows_missing
+
+    def spy(path, header):
+        recounted.append(Path(path).name)
+        return real_rows_missing(path, header)
+
+    monkeypatch.setattr(pngdata, "rows_missing", spy)
+    plain = _save(Image.fromarray(chelsea), tmp_path / "plain.png")
+    np.testing.assert_array_equal(decode_image(plain).array, chelsea)
+    black = chelsea.copy()
+    black[-1] = 0
+    bottom = tmp_path / "black_bottom.png"
+    bottom.write_bytes(_png_file(black, 2, filter_type=4))
+    np.testing.assert_array_equal(decode_image(bottom).array, black)
+    adam7 = tmp_path / "adam7.png"
+    adam7.write_bytes(_png_file(chelsea, 2, interlace=True))
+    np.testing.assert_array_equal(decode_image(adam7).array, chelsea)
+    short = tmp_path / "short.png"
+    short.write_bytes(_png_file(chelsea, 2, dropped_rows=1))
+    assert _reason(short) == "truncated or corrupt"
+    assert recounted == ["black_bottom.png", "adam7.png", "short.png"]
 
 
 def _sixteen_bit_photo(planes: int) -> np.ndarray:
@@ -681,27 +763,65 @@ def _sixteen_bit_photo(planes: int) -> np.ndarray:
     return samples.astype(np.uint16)
 
 
+def _eight_bit_reference(samples: np.ndarray) -> np.ndarray:
+    """The documented rule in floats: round(v / 257); with alpha a, round(255 * (c/65535 * a/65535 + 1 - a/65535)),
+    which is the module's integer round((c*a + 65535*(65535 - a)) / (65535*257))."""
+    v = samples.astype(np.int64)
+    colour = v[:, :, :3] if v.shape[2] >= 3 else np.repeat(v[:, :, :1], 3, axis=2)
+    if v.shape[2] in (2, 4):
+        a = v[:, :, -1:] / 65535
+        return np.rint((colour / 65535 * a + (1 - a)) * 255).astype(np.uint8)
+    return np.rint(colour / 257).astype(np.uint8)
+
+
 @pytest.mark.parametrize(("planes", "color_type"), [(3, 2), (4, 6), (2, 4)])
 def test_sixteen_bit_colour_png_is_read_at_full_precision(tmp_path, planes, color_type):
     samples = _sixteen_bit_photo(planes)
     path = tmp_path / "deep.png"
     path.write_bytes(_png_file(samples, color_type))
     out = decode_image(path)
-    v = samples.astype(np.int64)
-    colour = v[:, :, :3] if planes >= 3 else np.repeat(v[:, :, :1], 3, axis=2)
-    if planes in (2, 4):  # composite on white at full precision, then to 8 bits, in floats here
-        a = v[:, :, -1:] / 65535
-        expected = np.rint((colour / 65535 * a + (1 - a)) * 255)
-        np.testing.assert_array_equal(out.array[1], np.rint(colour[1] / 257))  # opaque: round(v / 257)
+    np.testing.assert_array_equal(out.array, _eight_bit_reference(samples))
+    if planes in (2, 4):
+        colour = samples[1, :, :3] if planes == 4 else np.repeat(samples[1, :, :1], 3, axis=1)
+        np.testing.assert_array_equal(out.array[1], np.rint(colour / 257))  # opaque: exactly round(v / 257)
         assert out.note == "16-bit scaled to 8-bit; alpha composited on white"
     else:
-        expected = np.rint(colour / 257)
         assert out.note == "16-bit scaled to 8-bit"
-    np.testing.assert_array_equal(out.array, expected.astype(np.uint8))
     if planes == 3:
         assert out.array[0, 0, 0] == 5  # Pillow alone gives 4
         with Image.open(path) as img:
+            assert (img.mode, img.tile[0].args) == ("RGB", "RGB;16B")
             assert np.asarray(img.convert("RGB"))[0, 0, 0] == 4
+
+
+@pytest.mark.parametrize(("planes", "color_type"), [(3, 2), (4, 6), (2, 4)])
+@pytest.mark.parametrize(
+    ("filter_type", "interlace"), [(1, False), (2, False), (3, False), (4, False), (0, True), (4, True)]
+)
+def test_sixteen_bit_colour_png_with_every_filter_and_interlacing(
+    tmp_path, planes, color_type, filter_type, interlace
+):
+    samples = _sixteen_bit_photo(planes)[:35, :45]  # odd sides leave the Adam7 passes uneven
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_file(samples, color_type, filter_type=filter_type, interlace=interlace))
+    np.testing.assert_array_equal(decode_image(path).array, _eight_bit_reference(samples))
+    short = tmp_path / "short.png"
+    short.write_bytes(_png_file(samples, color_type, 1, filter_type=filter_type, interlace=interlace))
+    assert _reason(short) == "truncated or corrupt"
+
+
+def test_sixteen_bit_samples_are_used_as_stored_whatever_sbit_and_trns_say(tmp_path):
+    """sBIT only records the source precision (the samples are already full-range 16-bit), and an RGB colour key
+    (tRNS) is ignored as for 8-bit files (rule 7): neither may rescale or whiten anything."""
+    twelve = _sixteen_bit_photo(3) >> 4  # 12-bit data, stored the way the PNG specification scales it up
+    samples = (twelve << 4) | (twelve >> 8)
+    key = _png_chunk(b"tRNS", struct.pack(">3H", *(int(v) for v in samples[0, 0])))
+    for name, chunk in [("sbit", _png_chunk(b"sBIT", bytes([12, 12, 12]))), ("trns", key)]:
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(_png_file(samples, 2, chunks=chunk))
+        out = decode_image(path)
+        np.testing.assert_array_equal(out.array, _eight_bit_reference(samples))
+        assert out.note == "16-bit scaled to 8-bit"
 
 
 def test_sixteen_bit_png_follows_orientation_and_size_limits(tmp_path):
@@ -715,13 +835,14 @@ def test_sixteen_bit_png_follows_orientation_and_size_limits(tmp_path):
     np.testing.assert_array_equal(out.array, expected)
     assert out.original_size == (36, 48)
     small = decode_image(path, DecodePolicy(max_pixels=432, oversize="downscale", min_side=8))
-    assert (small.width, small.height) == (
-        18,
-        24,
-    ) and small.note == "16-bit scaled to 8-bit; downscaled from 36x48"
+    assert (small.width, small.height) == (18, 24)
+    assert small.note == "16-bit scaled to 8-bit; downscaled from 36x48"
+    reference = Image.fromarray(expected).resize((18, 24), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(small.array, np.asarray(reference))
     assert _reason(path, DecodePolicy(max_pixels=432, min_side=8)).startswith("too large")
+    assert _reason(path, DecodePolicy(min_side=40)) == "too small (36x48, min side 40)"
     short = tmp_path / "short16.png"
-    short.write_bytes(_png_file(samples, 2, rows=10))
+    short.write_bytes(_png_file(samples, 2, dropped_rows=26))
     assert _reason(short) == "truncated or corrupt"
 
 
@@ -750,6 +871,14 @@ def test_oversize_jpeg_is_decoded_reduced_before_the_final_resize(tmp_path, monk
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     out = decode_image(path, DecodePolicy(max_pixels=700_000, oversize="downscale"))
     assert decoded_at[0] == (1000, 750)  # 1/4 of each side: 16x fewer pixels decoded than stored
-    assert out.width * out.height <= 700_000 and out.note.endswith(
+    # sqrt(700_000 / 12e6) = 0.2415: 966 x 724 stored, turned to 724 x 966 by the EXIF orientation
+    assert (out.width, out.height) == ((724, 966) if kind == "rotated" else (966, 724))
+    assert out.note.endswith(
         "downscaled from 3000x4000" if kind == "rotated" else "downscaled from 4000x3000"
     )
+    if kind == "RGB":  # exactly Pillow's reduced decode, then one LANCZOS resize
+        monkeypatch.undo()
+        with Image.open(path) as img:
+            img.draft("RGB", (966, 724))
+            reference = img.convert("RGB").resize((966, 724), Image.Resampling.LANCZOS)
+        np.testing.assert_array_equal(out.array, np.asarray(reference))

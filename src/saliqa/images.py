@@ -20,8 +20,11 @@ The decoding rule
    note "downscaled from WxH". Other formats are first decoded at full size.
 4. Pixels are decoded (first frame of multi-frame files such as GIF or TIFF); a decoding
    failure (OSError, SyntaxError, ValueError, EOFError, ...) -> "truncated or corrupt". So is a PNG
-   whose image data ends before its last row (Pillow would fill the rest with black; see
-   :mod:`saliqa.pngdata`).
+   whose image data ends before its last row: Pillow reports a cut inside a row or inside the
+   compressed stream, but when the stream ends cleanly after fewer rows than the header claims it
+   fills the rest with black and reports nothing. A non-zero byte in the decoded last row proves the
+   data reached it; otherwise (a black last row, an interlaced file) the image data is inflated again
+   and its length compared with what the header needs (:func:`saliqa.pngdata.rows_missing`).
    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is neither relied on nor changed (if some other code
    sets it, Pillow will hand back partially decoded truncated files).
 5. EXIF orientation is applied (``PIL.ImageOps.exif_transpose``); ``original_size`` is the
@@ -41,9 +44,11 @@ The decoding rule
    - I;16, I;16B, I;16L: ``round(v/257)``, grey replicated. I (32-bit) is treated as 16-bit
      data: clipped to 0..65535, then the same.
    - 16-bit RGB, RGBA and grey+alpha PNG (which Pillow reads as 8-bit by dropping each sample's low
-     byte): the samples are read whole and scaled the same way, ``round(v/257)``; with alpha, composited
-     on white at full precision, ``round((c*a + 65535*(65535 - a)) / (65535*257))`` in integers (never a
-     tie), so an opaque pixel is exactly ``round(c/257)``. Note "16-bit scaled to 8-bit".
+     byte): the samples are read whole, as stored (Pillow's PNG decoder run once more per byte of a
+     sample; an sBIT chunk does not rescale them, an RGB colour key is ignored as below), and scaled the
+     same way, ``round(v/257)``; with alpha, composited on white at full precision,
+     ``round((c*a + 65535*(65535 - a)) / (65535*257))`` in integers (never a tie), so an opaque pixel is
+     exactly ``round(c/257)``. Note "16-bit scaled to 8-bit".
    - F: NaN -> 0, clipped to [0, 1], ``round(255*v)`` (round half to even), grey replicated.
    - YCbCr, LAB, HSV and any other mode: Pillow's ``convert("RGB")``.
 
@@ -337,20 +342,24 @@ def _decode_opened(img: Image.Image, policy: DecodePolicy, shown: str) -> Decode
                 # Formats that decode at reduced scale (JPEG) do so; draft is a no-op elsewhere.
                 img.draft("RGB", target)
             img.load()
-        if png is not None and pngdata.rows_missing(img.filename, png):
+        if (
+            png is not None
+            and not pngdata.last_row_decoded(img, png)
+            and pngdata.rows_missing(img.filename, png)
+        ):
             raise ValueError("the image data ends before the last row")
         # Read only after load: PNG's getexif() would otherwise decode the pixels itself.
         orientation = _orientation(img)
         sixteen = (
-            pngdata.read_sixteen_bit(img.filename) if png is not None and png.sixteen_bit_colour else None
+            pngdata.read_sixteen_bit(img.filename, png)
+            if png is not None and png.sixteen_bit_colour
+            else None
         )
         if orientation != 1 and sixteen is None:
             img = ImageOps.exif_transpose(img)
     except _CORRUPT_ERRORS as exc:
         raise ImageRejected("truncated or corrupt", shown) from exc
     except Exception as exc:
-        if type(exc).__module__ == "png":  # pypng's errors on a damaged file
-            raise ImageRejected("truncated or corrupt", shown) from exc
         raise ImageRejected(f"unreadable: {type(exc).__name__}", shown) from exc
     width, height = stored_w, stored_h
     if orientation in _SWAPPING_ORIENTATIONS:

@@ -1,11 +1,13 @@
 """Two things about PNG files that Pillow does not do for saliqa: check that the image data fills every row,
 and keep 16-bit colour samples.
 
-Pillow decodes a PNG whose compressed data ends early (fewer rows than its header promises) without an
-error, the missing rows black; :func:`rows_missing` counts the bytes the data inflates to against what the
-header needs, so such a file is rejected as truncated instead. Pillow opens 16-bit RGB, RGBA and grey+alpha
-PNGs as 8-bit modes by keeping each sample's high byte (1257 becomes 4 where round(1257 / 257) is 5);
-:func:`read_sixteen_bit` reads their samples whole, with pypng (pure Python; such files are rare).
+Pillow decodes a PNG whose compressed data ends cleanly but early (fewer rows than its header promises)
+without an error, the missing rows black. A non-zero last row proves the data was all there
+(:func:`last_row_decoded`); otherwise :func:`rows_missing` counts the bytes the data inflates to against what
+the header needs, so such a file is rejected as truncated instead. Pillow opens 16-bit RGB, RGBA and
+grey+alpha PNGs as 8-bit modes by keeping each sample's high byte (1257 becomes 4 where round(1257 / 257) is
+5); :func:`read_sixteen_bit` runs Pillow's own decoder once more per byte of the sample, so they are read
+whole, in C, as stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -99,13 +102,47 @@ def rows_missing(path: str | Path, header: PngHeader) -> bool:
     return have < need
 
 
-def read_sixteen_bit(path: str | Path) -> np.ndarray:
-    """The samples of a 16-bit PNG as (H, W, planes) uint16, exactly as stored (pypng)."""
-    import png  # pypng
+def last_row_decoded(img: Image.Image, header: PngHeader) -> bool:
+    """Whether Pillow's decoder demonstrably reached the last row of a loaded, non-interlaced PNG.
 
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    planes = int(info["planes"])
-    samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
-    if samples.shape != (height, width * planes):
-        raise ValueError(f"PNG data holds {samples.shape[0]} of {height} rows")
-    return samples.reshape(height, width, planes)
+    Pillow fills rows its decoder never got with zeros and reports no error when the compressed
+    stream ends cleanly on a row boundary, so any non-zero byte in the last row proves the data held
+    every row; this spares re-inflating the whole stream (:func:`rows_missing`) for almost every
+    file. An all-zero last row, an interlaced file (its last data is not one image row) or an image whose
+    size differs from the header (an APNG frame) gets the full check.
+    """
+    if header.interlaced or img.size != (header.width, header.height):
+        return False
+    width, height = img.size
+    return bool(np.frombuffer(img.crop((0, height - 1, width, height)).tobytes(), np.uint8).any())
+
+
+# PNG bit depth 16 colour types -> (Pillow image mode, rawmodes) that give every byte of each sample.
+# Pillow's own reading keeps the high byte only ("RGB;16B"); "RGB;16L" keeps the other byte of each
+# sample, which for PNG's big-endian data is the low one. Grey+alpha is 4 bytes a pixel, read as they are.
+_SIXTEEN_BIT_RAWMODES: dict[int, tuple[str, tuple[str, ...]]] = {
+    2: ("RGB", ("RGB;16B", "RGB;16L")),
+    6: ("RGBA", ("RGBA;16B", "RGBA;16L")),
+    4: ("RGBA", ("RGBA",)),
+}
+
+
+def read_sixteen_bit(path: str | Path, header: PngHeader) -> np.ndarray:
+    """The samples of a 16-bit RGB, RGBA or grey+alpha PNG as (H, W, planes) uint16, exactly as stored.
+
+    Pillow's own zip decoder (C: every PNG filter, Adam7 interlacing) runs on the image data once per
+    byte of the sample, with rawmodes that keep that byte, so nothing is rescaled (sBIT and tRNS are
+    not applied) and no Python loop touches a pixel.
+    """
+    data = b"".join(_image_data(path))
+    size = (header.width, header.height)
+    mode, rawmodes = _SIXTEEN_BIT_RAWMODES[header.color_type]
+    decoded = [
+        np.asarray(Image.frombytes(mode, size, data, "zip", rawmode, int(header.interlaced)))
+        for rawmode in rawmodes
+    ]
+    if len(decoded) == 1:  # grey+alpha: [grey high, grey low, alpha high, alpha low]
+        stored = decoded[0].astype(np.uint16)
+        return (stored[:, :, 0::2] << 8) | stored[:, :, 1::2]
+    high, low = decoded
+    return (high.astype(np.uint16) << 8) | low

@@ -22,6 +22,7 @@ from saliqa.corrupt import corrupt, corrupt_batch, corruption_names
 from saliqa.data.readers import ImageTable, open_dataset, read_folder, read_manifest, read_mit67
 from saliqa.data.split import quality_split
 from saliqa.errors import (
+    AttributionError,
     CheckpointError,
     ConfigError,
     CorruptionError,
@@ -31,6 +32,7 @@ from saliqa.errors import (
     UnknownModelError,
     WeightsNotFoundError,
 )
+from saliqa.explain import attribute, attribution_methods
 from saliqa.images import DecodePolicy, decode_image, read_image, to_batch, to_tensor
 from saliqa.io.tables import read_provenance
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
@@ -47,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CATEGORIES",
+    "AttributionError",
     "CheckpointError",
     "ConfigError",
     "CorruptionError",
@@ -65,6 +68,8 @@ __all__ = [
     "SaliqaError",
     "UnknownModelError",
     "WeightsNotFoundError",
+    "attribute",
+    "attribution_methods",
     "build_classifier",
     "classifier_from_checkpoint",
     "collect_images",

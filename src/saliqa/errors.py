@@ -65,3 +65,7 @@ class StageFailed(SaliqaError):
 
 class RunDirLocked(SaliqaError):
     """Another process is running in the same run directory."""
+
+
+class AttributionError(SaliqaError, ValueError):
+    """An attribution call that cannot be made as asked: unknown method or option, targets, layer or model."""

@@ -32,7 +32,7 @@ from saliqa.errors import (
     UnknownModelError,
     WeightsNotFoundError,
 )
-from saliqa.explain import attribute, attribution_methods
+from saliqa.explain import attribute, attribution_methods, map_similarity, similarity_metrics
 from saliqa.images import DecodePolicy, decode_image, read_image, to_batch, to_tensor
 from saliqa.io.tables import read_provenance
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
@@ -82,6 +82,7 @@ __all__ = [
     "iter_ratings",
     "load_config",
     "load_quality_model",
+    "map_similarity",
     "open_dataset",
     "quality_model_names",
     "quality_split",
@@ -92,6 +93,7 @@ __all__ = [
     "read_mit67",
     "read_provenance",
     "run_pipeline",
+    "similarity_metrics",
     "summarize_eval",
     "to_batch",
     "to_tensor",

@@ -38,6 +38,50 @@ class _ShardBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
+class CropFeed:
+    """Records in, prepared crops out: loader workers (alive for the whole stage) decode, upscale and distort
+    each wanted record of a shard, in batches of ``batch_images``; evaluate and explain both read from one."""
+
+    def __init__(
+        self,
+        plan: CropPlan,
+        runtime: Runtime,
+        records: Sequence[dict[str, Any]],
+        batch_images: int,
+        device: torch.device,
+        usable: int,
+    ) -> None:
+        self.plan, self.batch_images, self.device = plan, batch_images, device
+        self.batches = _ShardBatches()
+        workers = min(runtime.workers, usable)
+        self.loader = data_loader(
+            CropsDataset(list(records), plan),
+            workers=workers,
+            collate_fn=list,
+            batch_sampler=self.batches,
+            persistent_workers=workers > 0,
+        )
+
+    def prepare(self, start: int, wanted: list[int]) -> Iterator[Prepared]:
+        """The records at positions ``wanted`` (stage-wide) with their crops (or why none), positions made
+        relative to the shard's ``start``."""
+        if not wanted:
+            return
+        self.batches.batches = [
+            wanted[i : i + self.batch_images] for i in range(0, len(wanted), self.batch_images)
+        ]
+        on_device = self.plan.distort_on == "device"
+        for batch in self.loader:
+            for prepared in batch:
+                prepared.position -= start
+                if on_device:
+                    prepared.make_crops(self.plan, self.device)
+                yield prepared
+
+    def close(self) -> None:
+        self.loader = None  # type: ignore[assignment]  # its persistent workers end with it
+
+
 class EvaluateWork:
     """The per-image work of evaluate over ``records`` (the stage's, in order), for the shard loop."""
 
@@ -51,16 +95,8 @@ class EvaluateWork:
         self.judges, self.plan = judges, plan
         self.units = len(plan.conditions)
         self.batch_images = max(1, judges.batch_size // self.units)
-        self.batches = _ShardBatches()
         usable = sum(r["label"] in judges.index for r in records)
-        workers = min(runtime.workers, usable)
-        self.loader = data_loader(
-            CropsDataset(list(records), plan),
-            workers=workers,
-            collate_fn=list,
-            batch_sampler=self.batches,
-            persistent_workers=workers > 0,
-        )
+        self.feed = CropFeed(plan, runtime, records, self.batch_images, judges.device, usable)
 
     def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[Prepared]:
         wanted = []
@@ -70,18 +106,7 @@ class EvaluateWork:
             else:
                 reason = f"label {record['label']!r} is not one of the classifier's classes"
                 yield Prepared(position, record, status="skipped", reason=reason)
-        if not wanted:
-            return
-        self.batches.batches = [
-            wanted[i : i + self.batch_images] for i in range(0, len(wanted), self.batch_images)
-        ]
-        on_device = self.plan.distort_on == "device"
-        for batch in self.loader:
-            for prepared in batch:
-                prepared.position -= start
-                if on_device:
-                    prepared.make_crops(self.plan, self.judges.device)
-                yield prepared
+        yield from self.feed.prepare(start, wanted)
 
     def batch_key(self, item: Prepared) -> Hashable:
         return None
@@ -138,7 +163,7 @@ class EvaluateWork:
         return None
 
     def close(self) -> None:
-        self.loader = None  # type: ignore[assignment]  # its persistent workers end with it
+        self.feed.close()
 
 
 def evaluate_records(

@@ -219,6 +219,14 @@ def _full_config(root: Path, extra: Path | None = None, **evaluate: object) -> o
         "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"], "val_fraction": 0.34},
         "train": {"epochs": 2, "batch_size": 4, "image_size": 64, "workers": 0, "device": "cpu"},
         "evaluate": {"crop": 64, "workers": 0, "device": "cpu", "bootstrap": 200, **evaluate},
+        "explain": {
+            "sample": 4,
+            "sanity_sample": 2,
+            "bootstrap": 100,
+            "panels": 2,
+            "workers": 0,
+            "device": "cpu",
+        },
     }
     if extra is not None:
         values["evaluate"]["extra_sets"] = [{"name": "test", "source": "folder", "root": str(extra)}]
@@ -233,7 +241,8 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     (extra / "coffee" / "broken.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "run"
     results = run_pipeline(_full_config(root, extra), out, progress=False)
-    assert [r.name for r in results] == ["rate", "split", "train", "evaluate"] and all(r.ran for r in results)
+    assert [r.name for r in results] == ["rate", "split", "train", "evaluate", "explain"]
+    assert all(r.ran for r in results)
 
     for name in (
         "model/best.pt",
@@ -265,10 +274,13 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     assert read_provenance(out / "eval.parquet")["stage"] == "evaluate"
     assert not (out / "eval.parts").exists()
 
+    index = pd.read_parquet(out / "maps" / "index.parquet")
+    assert set(index["set"]) == {"val", "test"} and set(index["grid"]) == {"4x4"}  # PIQE's own, coarser grid
+
     again = run_pipeline(_full_config(root, extra), out, progress=False)
-    assert [r.ran for r in again] == [False, False, False, False]
+    assert [r.ran for r in again] == [False, False, False, False, False]
     fewer = run_pipeline(_full_config(root, extra, severities=[3]), out, progress=False)
-    assert [r.ran for r in fewer] == [False, False, False, True]
+    assert [r.ran for r in fewer] == [False, False, False, True, True]
     assert set(pd.read_parquet(out / "eval.parquet")["severity"]) == {0, 3}
 
 
@@ -329,9 +341,11 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
 
     root = make_folder_dataset(tmp_path / "dataset", per_class=6, side=96)
     out = tmp_path / "run"
-    run_pipeline(_full_config(root, severities=[1]), out, progress=False)
+    run_pipeline(_full_config(root, severities=[1]), out, progress=False, until="evaluate")
     stamp = (out / "eval.parquet").stat().st_mtime_ns
-    results = run_pipeline(_full_config(root, severities=[1], bootstrap=300), out, progress=False)
+    results = run_pipeline(
+        _full_config(root, severities=[1], bootstrap=300), out, progress=False, until="evaluate"
+    )
     assert [r.ran for r in results] == [False, False, False, True]
     assert any("only the summary" in m for m in results[-1].messages)
     assert (out / "eval.parquet").stat().st_mtime_ns == stamp
@@ -341,7 +355,7 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
     baseline = tmp_path / "baseline.parquet"
     shutil.copy(out / "eval.parquet", baseline)
     scored = _full_config(root, severities=[1], bootstrap=300, baseline=str(baseline), alexnet_reference=True)
-    results = run_pipeline(scored, out, progress=False)
+    results = run_pipeline(scored, out, progress=False, until="evaluate")
     assert [r.ran for r in results] == [False, False, False, True]
     assert (out / "eval.parquet").stat().st_mtime_ns == stamp
     scores = pd.read_parquet(out / "robustness.parquet")
@@ -367,7 +381,7 @@ def test_bootstrap_change_remakes_only_the_summary_and_a_foreign_checkpoint_is_r
     )
     shutil.copy(other / "model" / "best.pt", out / "model" / "best.pt")  # weights of another training
     with pytest.raises(CheckpointError, match="not made by this run's training"):
-        run_pipeline(_full_config(root, severities=[1]), out, progress=False)
+        run_pipeline(_full_config(root, severities=[1]), out, progress=False, until="evaluate")
 
 
 def test_train_settings_that_change_no_weight_do_not_retrain(tmp_path: Path) -> None:

@@ -65,21 +65,24 @@ def _saliqa(*args: str, limit_kib: int | None = None, check: bool = False) -> su
 
 # -- the declaration ---------------------------------------------------------------------------------------------
 def test_the_stage_list_is_the_one_declaration_of_order_and_choices() -> None:
-    assert STAGE_NAMES == tuple(s.name for s in STAGES) == ("rate", "split", "train", "evaluate")
+    assert STAGE_NAMES == tuple(s.name for s in STAGES) == ("rate", "split", "train", "evaluate", "explain")
     config = RunConfig()
     written = {name: stage.name for stage in STAGES for name in stage.writes(config)}
     for i, stage in enumerate(STAGES):  # a stage reads only what an earlier stage writes
         assert all(written[name] in STAGE_NAMES[:i] for name in stage.reads), stage.name
-    with pytest.raises(Exception, match="unknown stage 'report'; choose one of rate, split, train, evaluate"):
+    with pytest.raises(
+        Exception, match="unknown stage 'report'; choose one of rate, split, train, evaluate, explain"
+    ):
         run_pipeline(config, "/nonexistent/never/made", until="report", progress=False)
 
 
 def test_settings_that_change_no_number_are_declared_once() -> None:
-    from saliqa.config import EvaluateConfig, RateConfig, TrainConfig
+    from saliqa.config import EvaluateConfig, ExplainConfig, RateConfig, TrainConfig
 
     assert runtime_settings(RateConfig) == ("device", "batch_size", "shard_size", "workers")
     assert runtime_settings(TrainConfig) == ("device", "workers", "trust_checkpoint")
     assert runtime_settings(EvaluateConfig) == ("shard_size", "workers", "device")
+    assert runtime_settings(ExplainConfig) == ("shard_size", "workers", "device")
 
 
 def test_readme_stage_table_is_generated_from_the_declaration(capsys: pytest.CaptureFixture[str]) -> None:
@@ -345,6 +348,7 @@ def test_stages_shows_each_stage_and_whether_it_is_up_to_date(
     assert [s.state for s in stage_states(_config(folder_dataset), out)] == [
         "will run",
         *["will run after rate"] * 3,
+        "will run after split",
     ]
     assert not out.exists()  # looking changes nothing
     assert main(["run", "--config", str(config), "--out", str(out), "--until", "split", "-q"]) == 0

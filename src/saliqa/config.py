@@ -286,6 +286,83 @@ class EvaluateConfig(_Section):
         return self
 
 
+class ExplainConfig(_Section):
+    """Stage explain: attribution maps against quality maps, on the very crops evaluate judged."""
+
+    methods: tuple[str, ...] = ("gradcam", "gradcam++", "saliency")
+    """Attribution methods of the classifier (``saliqa.attribution_methods()``)."""
+    target: Literal["prediction", "label"] = "prediction"
+    """The class each map explains: the classifier's prediction on the image's clean crop (kept under every
+    condition, so a map changes with the pixels, not with a switch of class), or the true label."""
+    sample: int = Field(32, ge=2)
+    """Images per evaluation set, drawn seeded and stratified by class from those evaluate judged."""
+    corruptions: tuple[str, ...] | None = None
+    """Default: evaluate's; otherwise some of them."""
+    severities: tuple[int, ...] | None = None
+    """Default: evaluate's; otherwise some of them."""
+    grid: int = Field(7, ge=2, le=32)
+    """Side of the comparison grid on the crop (7: layer4 of ResNet-18 and PaQ-2-PiQ on 224 pixels); a quality
+    map whose own grid is coarser is compared on its own grid."""
+    metrics: tuple[str, ...] = ("cc", "spearman", "sim", "kld", "emd", "iou@20")
+    """Similarity metrics (``saliqa.similarity_metrics()``); kld is reported in both directions."""
+    baselines: bool = True
+    """Also score a centred Gaussian, Sobel edges, a seeded random map and the shuffled pairing."""
+    sanity: bool = True
+    """Run the cascading model-parameter randomisation test."""
+    sanity_sample: int = Field(8, ge=1)
+    """Clean validation crops the randomisation test re-attributes at every step."""
+    options: dict[str, dict[str, float | int]] = {}
+    """Per-method options, e.g. ``{smoothgrad = {n_samples = 25}}`` (see ``saliqa.attribute``)."""
+    bootstrap: int = Field(1000, ge=100)
+    """Resamples behind each 95% interval of compare_summary.parquet and stats.parquet."""
+    panels: int = Field(8, ge=0)
+    """Images in the grid of example panels (their worst condition)."""
+    batch_size: int = Field(16, ge=1)
+    """Crops per attribution pass."""
+    shard_size: int = Field(16, ge=1, json_schema_extra=RUNTIME)
+    """Images per resumable unit of work."""
+    workers: int = Field(2, ge=0, json_schema_extra=RUNTIME)
+    """Processes that decode and distort ahead of the models (0 = in the main process)."""
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from saliqa.explain import attribution_methods
+
+        unknown = [m for m in value if m not in attribution_methods()]
+        if unknown or not value or len(set(value)) != len(value):
+            raise ValueError(
+                f"methods must be distinct names of {', '.join(attribution_methods())}; got {', '.join(value)}"
+            )
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from saliqa.explain import map_similarity
+
+        probe = [[0.0, 1.0], [2.0, 3.0]]
+        for metric in value:
+            map_similarity(probe, probe, metric)  # raises ValueError naming the known metrics
+        if not value or len(set(value)) != len(value):
+            raise ValueError("metrics must be distinct and not empty")
+        return value
+
+    @model_validator(mode="after")
+    def _options_of_listed_methods(self) -> ExplainConfig:
+        from saliqa.explain.attribution import method_options
+
+        for method, options in self.options.items():
+            if method not in self.methods:
+                raise ValueError(f"options: {method!r} is not one of the methods ({', '.join(self.methods)})")
+            unknown = sorted(set(options) - set(method_options(method)))
+            if unknown:
+                known = ", ".join(method_options(method)) or "none"
+                raise ValueError(f"options.{method}: unknown {', '.join(unknown)} (it takes {known})")
+        return self
+
+
 class RunConfig(_Section):
     """A whole run. One seed drives every random choice."""
 
@@ -296,6 +373,22 @@ class RunConfig(_Section):
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    explain: ExplainConfig = ExplainConfig()
+
+    @model_validator(mode="after")
+    def _explain_within_evaluate(self) -> RunConfig:
+        x, e = self.explain, self.evaluate
+        for name, mine, theirs in (
+            ("corruptions", x.corruptions, e.corruptions),
+            ("severities", x.severities, e.severities),
+        ):
+            outside = [v for v in (mine or ()) if v not in theirs]
+            if outside:
+                raise ValueError(
+                    f"explain.{name}: {', '.join(map(str, outside))} not evaluated (evaluate.{name}: "
+                    f"{', '.join(map(str, theirs))}); explain works on the crops evaluate judged"
+                )
+        return self
 
 
 def _explain(error: ValidationError, origin: str) -> ConfigError:

@@ -95,6 +95,11 @@ class QualityModel(ABC):
         self.device = torch.device(device)
         return self
 
+    def attribution_model(self) -> torch.nn.Module | None:
+        """A differentiable module from images ``(B, 3, H, W)`` in [0, 1] to the picture score ``(B, 1)``, for
+        attribution maps of the judge itself; ``None`` for models without gradients (the NSS models)."""
+        return None
+
     def fingerprint(self) -> dict[str, str]:
         """What identifies this model's outputs: name, version and weight hashes (none for PIQE)."""
         return {"name": self.name}

@@ -193,6 +193,10 @@ class PaQ2PiQ(QualityModel):
             grid=PatchGrid.linspace(images.shape[2], images.shape[3], *self.grid_shape),
         )
 
+    def attribution_model(self) -> torch.nn.Module:
+        """The network itself: its whole-image box gives the picture score, on the ResNet-18 body."""
+        return self.net
+
     def fingerprint(self) -> dict[str, str]:
         """Name, grid and the weights file's sha256 (hashed once, on first use)."""
         if self._sha256 is None:

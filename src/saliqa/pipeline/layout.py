@@ -49,6 +49,23 @@ class RunLayout:
     EVAL_OVERVIEW = "figures/eval_overview.png"
     EVAL_HEATMAP = "figures/eval_heatmap.png"
 
+    MAPS = "maps"
+    MAPS_INDEX = "maps/index.parquet"
+    EXPLAIN_PARTS = "explain.parts"
+    COMPARE = "compare.parquet"
+    COMPARE_SUMMARY = "compare_summary.parquet"
+    SANITY = "sanity.parquet"
+    STATS = "stats.parquet"
+    EXPLAIN_SANITY = "figures/explain_sanity.png"
+    EXPLAIN_CHANGE = "figures/explain_change.png"
+    EXPLAIN_PANELS = "figures/explain_panels.png"
+
+    @staticmethod
+    def explain_curves(corruption: str, eval_set: str = "val") -> str:
+        """Agreement with the quality and damage maps against severity, baselines dashed."""
+        suffix = "" if eval_set == "val" else f"_{eval_set}"
+        return f"figures/explain_{corruption}{suffix}.png"
+
     @staticmethod
     def eval_curves(corruption: str) -> str:
         """Top-1, Top-5 and mean quality against severity of one corruption."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from saliqa.pipeline.stages.evaluate import EVALUATE
+from saliqa.pipeline.stages.explain import EXPLAIN
 from saliqa.pipeline.stages.rate import RATE
 from saliqa.pipeline.stages.split import SPLIT
 from saliqa.pipeline.stages.train import TRAIN
 
-STAGES = (RATE, SPLIT, TRAIN, EVALUATE)
+STAGES = (RATE, SPLIT, TRAIN, EVALUATE, EXPLAIN)
 """Every stage, in the order a run takes them."""
 
 __all__ = ["STAGES"]

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/saliqa run --out $(OUT)
+	$(VENV)/bin/saliqa run --out $(OUT) --set explain.sample=16
 
 test: $(STAMP)
 	$(PY) -m pytest

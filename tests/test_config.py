@@ -130,3 +130,22 @@ def test_frost_without_its_textures_is_a_config_error(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="pip install no-such-distribution"):
         config_from_dict({"evaluate": {"corruptions": ["fog", "frost"]}})
     config_from_dict({"evaluate": {"corruptions": ["fog"]}})  # other corruptions need no texture
+
+
+def test_settings_can_be_replaced_from_the_command_line() -> None:
+    from saliqa.config import RunConfig, with_overrides
+
+    config = with_overrides(
+        RunConfig(), ["explain.sample=16", 'evaluate.corruptions=["fog"]', "explain.device=cpu"]
+    )
+    assert (config.explain.sample, config.evaluate.corruptions, config.explain.device) == (
+        16,
+        ("fog",),
+        "cpu",
+    )
+    with pytest.raises(ConfigError, match="explain.samples: unknown key"):
+        with_overrides(RunConfig(), ["explain.samples=3"])
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        with_overrides(RunConfig(), ["sample"])
+    with pytest.raises(ConfigError, match="explain.corruptions: fog not evaluated"):
+        with_overrides(RunConfig(), ['explain.corruptions=["fog"]'])

@@ -291,3 +291,24 @@ def test_the_sample_is_stratified_and_seeded() -> None:
     assert sorted(picked["label"].value_counts().tolist()) == [2, 2, 3]
     assert picked.equals(stratified_sample(frame.iloc[::-1], 7, seed=1, eval_set="val"))
     assert not picked.equals(stratified_sample(frame, 7, seed=2, eval_set="val"))
+
+
+def test_one_image_from_the_command_line_gives_the_stage_s_numbers(
+    explained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`saliqa explain IMAGE` with a run's image id, crop and seed reproduces that run's comparison."""
+    from saliqa.cli import main
+
+    root, out = explained
+    compare = COMPARE.read(out / "compare.parquet")
+    row = compare[
+        (compare["method"] == "gradcam") & (compare["reference"] == "quality") & (compare["metric"] == "cc")
+        & (compare["corruption"] == "gaussian_noise") & (compare["severity"] == 3) & compare["value"].notna()
+    ].iloc[0]  # fmt: skip
+    panel = tmp_path / "panel.png"
+    args = ["explain", str(root / row["image_id"]), "--checkpoint", str(out / "model" / "best.pt")]
+    args += ["--corruption", "gaussian_noise", "--severity", "3", "--crop", "96", "--device", "cpu"]
+    assert main([*args, "--image-id", row["image_id"], "--out", str(panel)]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert float(lines["cc with the quality map"]) == pytest.approx(row["value"], abs=1e-4)
+    assert lines["grid"] == "6x6" and panel.stat().st_size > 0

@@ -415,10 +415,10 @@ def test_loader_workers_persist_across_shards_and_epochs(
 def test_readme_lists_the_columns_the_schemas_declare() -> None:
     import re
 
-    from saliqa.pipeline.tables import EVAL, RATINGS
+    from saliqa.pipeline.tables import COMPARE, COMPARE_SUMMARY, EVAL, MAPS_INDEX, RATINGS, SANITY, STATS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    for schema in (RATINGS, EVAL):
+    for schema in (RATINGS, EVAL, MAPS_INDEX, COMPARE, COMPARE_SUMMARY, SANITY, STATS):
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{schema.name}` |"))
         cell = row.split("|")[3]
         listed = [c.strip() for span in re.findall(r"`([^`]*)`", cell) for c in span.split(",")]

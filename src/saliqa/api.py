@@ -73,3 +73,69 @@ def rate(
     )
     run_stages([RATE], config, out, sources=Sources(config, table), progress=progress)
     return RATINGS.read(RunLayout(Path(out)).ratings)
+
+
+def explain_image(
+    path: PathLike,
+    checkpoint: PathLike,
+    *,
+    corruption: str,
+    severity: int,
+    iqa: str = "piqe",
+    method: str = "gradcam",
+    target: str = "prediction",
+    label: str | None = None,
+    image_id: str | None = None,
+    crop: int = 224,
+    grid: int = 7,
+    seed: int = 0,
+    device: str = "auto",
+    out: PathLike | None = None,
+) -> dict[str, object]:
+    """One image as the explain stage sees it: the study's panel (written to ``out`` when given) and how far
+    the attribution map of the distorted crop agrees with its quality and damage maps.
+
+    ``image_id`` keys the corruption's random draws (default: the file name); give the id a run used (its
+    path under the dataset root) to get that run's very crop. ``target``: ``prediction`` (the clean crop's
+    predicted class) or ``label`` (then ``label`` names the class).
+    """
+    from saliqa.classify.checkpoint import classifier_from_checkpoint
+    from saliqa.config import ExplainConfig
+    from saliqa.device import resolve_device
+    from saliqa.explain.compare import damage_map, pair_scores
+    from saliqa.pipeline.explanation import ExplainSettings, explanation_maps, make_panel
+    from saliqa.pipeline.plan import CropPlan, conditions
+    from saliqa.report.explain_figures import plot_panel
+
+    config_from_dict({"rate": {"iqa": iqa}, "explain": {"methods": [method], "target": target, "grid": grid}})
+    if target == "label" and label is None:
+        raise ValueError("target='label' needs label= (the image's class name)")
+    torch_device = resolve_device(device)
+    classifier, state = classifier_from_checkpoint(checkpoint, torch_device)
+    quality = load_quality_model(iqa, device=torch_device)
+    plan = CropPlan(conditions((corruption,), (severity,)), crop=crop, seed=seed)
+    settings = ExplainSettings((method,), target, grid, {}, seed, 16)
+    record = {"path": str(path), "image_id": image_id or Path(path).name, "label": label, "set": "val"}
+    panel = make_panel(
+        classifier, list(state["classes"]), quality, record, plan, plan.conditions[1], method, settings
+    )
+    maps = explanation_maps(classifier, list(state["classes"]), quality, record, plan, settings)
+    quality_map = maps["quality"][1:]
+    scores = {
+        f"{metric} with the {name} map": float(pair_scores(maps[method][1:], ref, metric)[0])
+        for name, ref in (("quality", quality_map), ("damage", damage_map(quality_map)))
+        for metric in ExplainConfig().metrics
+    }
+    if out is not None:
+        plot_panel(panel, out)
+    return {
+        "image": str(path),
+        "condition": panel.condition,
+        "explained class": panel.target,
+        "prediction (distorted)": panel.prediction,
+        "quality clean": panel.clean_quality,
+        "quality distorted": panel.quality,
+        "grid": maps["grid"],
+        **scores,
+        "panel": str(out) if out is not None else None,
+    }

@@ -79,13 +79,19 @@ def run(
             "file from a source you trust (train.trust_checkpoint)."
         ),
     ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Replace one setting, SECTION.KEY=VALUE (TOML value), e.g. explain.sample=16."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
     """Run every stage that is not up to date (resumes a killed run)."""
-    from saliqa.config import config_from_dict, config_to_dict, load_config
+    from saliqa.config import config_from_dict, config_to_dict, load_config, with_overrides
     from saliqa.pipeline.run import run_pipeline
 
-    resolved = load_config(config)
+    resolved = with_overrides(load_config(config), overrides or [])
     if pretrained is not None or trust_checkpoint:
         values = config_to_dict(resolved)
         if pretrained is not None:
@@ -125,6 +131,41 @@ def stages(
         typer.echo(f"  reads:  {', '.join(state.reads)}")
         typer.echo(f"  writes: {', '.join(state.writes)}")
     typer.echo(f"run directory: {out}")
+
+
+@app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="An image file.")],
+    checkpoint: Annotated[
+        Path, typer.Option(help="A saliqa classifier checkpoint (e.g. runs/demo/model/best.pt).")
+    ],
+    corruption: Annotated[str, typer.Option(help="Corruption name (see `saliqa config`).")],
+    severity: Annotated[int, typer.Option(min=1, max=5, help="Severity 1-5.")],
+    iqa: Annotated[str, typer.Option(help="Quality model.")] = "piqe",
+    method: Annotated[str, typer.Option(help="Attribution method.")] = "gradcam",
+    target: Annotated[str, typer.Option(help="prediction (the clean crop's) or label.")] = "prediction",
+    label: Annotated[str | None, typer.Option(help="The image's class, for --target label.")] = None,
+    image_id: Annotated[
+        str | None, typer.Option(help="Id keying the random draws (a run's id reproduces its crop).")
+    ] = None,
+    crop: Annotated[int, typer.Option(min=32, help="Centre crop side after distortion.")] = 224,
+    seed: Annotated[int, typer.Option(help="The run seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Panel PNG; default: <image>_<corruption>_<severity>.png.")
+    ] = None,
+) -> None:
+    """One image as the explain stage sees it: the study's panel and its agreement numbers."""
+    from saliqa.api import explain_image
+
+    out = out or Path(f"{image.stem}_{corruption}_{severity}.png")
+    numbers = explain_image(
+        image, checkpoint, corruption=corruption, severity=severity, iqa=iqa, method=method, target=target,
+        label=label, image_id=image_id, crop=crop, seed=seed, device=device, out=out,
+    )  # fmt: skip
+    for key, value in numbers.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else _printable(value)
+        typer.echo(f"{key}: {shown}")
 
 
 def _json_row(row: dict[str, Any]) -> str:

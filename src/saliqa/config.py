@@ -448,6 +448,28 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> None:
     resolve(evaluate, "baseline")
 
 
+def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """``config`` with ``section.key=value`` settings replaced (``value`` read as TOML, else as a string),
+    validated like a file: ``explain.sample=16``, ``evaluate.corruptions=["fog", "snow"]``."""
+    values = config_to_dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = [part for part in key.strip().split(".") if part]
+        if not sep or not path:
+            raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. explain.sample=16")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+        node[path[-1]] = value
+    return config_from_dict(values, origin="(--set)")
+
+
 def config_to_dict(config: BaseModel) -> dict[str, Any]:
     """Plain JSON/TOML-ready values (paths as strings, no None)."""
 

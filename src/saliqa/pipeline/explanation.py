@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,12 +75,9 @@ def _pool(maps: torch.Tensor, grid: PatchGrid) -> np.ndarray:
     return pooled.float().cpu().numpy()
 
 
-class ExplainWork:
-    """The per-image work of explain over ``records`` (sampled, in order), for the shard loop."""
-
-    label = "explain"
-    key = ("set", "image_id")
-    failure = "attribution failed"
+class CropMaps:
+    """Every map of a batch of images' crops (all conditions of each image, in the plan's order), pooled onto
+    the comparison grid: what explain stores, whether it runs over a dataset or one file."""
 
     def __init__(
         self,
@@ -87,46 +85,32 @@ class ExplainWork:
         classes: list[str],
         quality: QualityModel,
         plan: CropPlan,
-        runtime: Runtime,
         settings: ExplainSettings,
-        records: Sequence[dict[str, Any]],
-        maps_dir,
     ) -> None:
-        self.classifier, self.quality, self.plan, self.settings = classifier, quality, plan, settings
+        self.classifier, self.classes, self.quality = classifier, classes, quality
+        self.plan, self.settings = plan, settings
         self.index = {c: i for i, c in enumerate(classes)}
-        self.classes = classes
         self.device = next(classifier.parameters()).device
         self.judge_net = quality.attribution_model()
         self.units = len(plan.conditions)
-        self.batch_images = max(1, settings.batch_size // self.units)
-        self.feed = CropFeed(plan, runtime, records, self.batch_images, self.device, len(records))
-        self.maps_dir = maps_dir
-
-    def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[Prepared]:
-        yield from self.feed.prepare(start, list(range(start, start + len(records))))
-
-    def batch_key(self, item: Prepared) -> Hashable:
-        return None
 
     def _chunks(self, n: int) -> Iterator[slice]:
         for start in range(0, n, self.settings.batch_size):
             yield slice(start, min(start + self.settings.batch_size, n))
 
-    def _targets(self, items: list[Prepared], x: torch.Tensor) -> torch.Tensor:
+    def _targets(self, records: list[dict[str, Any]], x: torch.Tensor) -> torch.Tensor:
         n = self.units
         if self.settings.target == "label":
-            labels = [self.index[item.record["label"]] for item in items]
+            labels = [self.index[r["label"]] for r in records]
         else:
             with torch.no_grad():
                 labels = self.classifier(x[::n]).argmax(dim=1).tolist()
         return torch.tensor(labels, device=self.device).repeat_interleave(n)
 
-    def _seeds(self, items: list[Prepared], method: str) -> list[int]:
+    def _seeds(self, records: list[dict[str, Any]], method: str) -> list[int]:
         return [
-            derive_seed(
-                self.settings.seed, "explain", method, item.record["set"], item.record["image_id"], c, s
-            )
-            for item in items
+            derive_seed(self.settings.seed, "explain", method, r["set"], r["image_id"], c, s)
+            for r in records
             for c, s in self.plan.conditions
         ]
 
@@ -148,9 +132,10 @@ class ExplainWork:
             )
         return torch.cat(parts)
 
-    def judge(self, items: list[Prepared]) -> None:
+    def __call__(self, records: list[dict[str, Any]], crops: torch.Tensor) -> list[dict[str, Any]]:
+        """Per record: its maps ``{kind: (conditions, rows, cols)}``, grids, predictions, target, quality."""
         n = self.units
-        x = to_unit_float(torch.cat([item.crops for item in items]), self.device)
+        x = to_unit_float(crops, self.device)
         with torch.no_grad():
             preds = torch.cat([self.classifier(x[p]).argmax(dim=1) for p in self._chunks(len(x))])
         rated = [self.quality(x[p].to(self.quality.device)) for p in self._chunks(len(x))]
@@ -166,28 +151,60 @@ class ExplainWork:
             .numpy(),
             SOBEL: _pool(sobel_magnitude(x), grid),
         }
-        targets = self._targets(items, x)
+        targets = self._targets(records, x)
         flags: dict[str, np.ndarray] = {}
         for method in self.settings.methods:
-            full = self._attribute(self.classifier, x, targets, method, self._seeds(items, method))
+            full = self._attribute(self.classifier, x, targets, method, self._seeds(records, method))
             flags[method] = degenerate(full).cpu().numpy()
             maps[method] = _pool(full, grid)
         if self.judge_net is not None:
             judge_x = x.to(self.quality.device)
             maps[QUALITY_GRADCAM] = _pool(self._attribute(self.judge_net, judge_x, None, "gradcam", []), grid)
         quality = torch.cat([r.quality.double().cpu() for r in rated]).numpy()
-        for j, item in enumerate(items):
+        results = []
+        for j in range(len(records)):
             rows = slice(j * n, (j + 1) * n)
-            item.result = {
-                "maps": {kind: m[rows] for kind, m in maps.items()},
-                "grids": {QUALITY_NATIVE: native},
-                "grid": grid,
-                "pred": preds[rows].cpu().numpy(),
-                "target": int(targets[j * n]),
-                "quality": quality[rows],
-                "degenerate": {m: f[rows] for m, f in flags.items()},
-            }
-            item.crops = None
+            results.append(
+                {
+                    "maps": {kind: m[rows] for kind, m in maps.items()},
+                    "grids": {QUALITY_NATIVE: native},
+                    "grid": grid,
+                    "pred": preds[rows].cpu().numpy(),
+                    "target": int(targets[j * n]),
+                    "quality": quality[rows],
+                    "degenerate": {m: f[rows] for m, f in flags.items()},
+                }
+            )
+        return results
+
+
+class ExplainWork:
+    """The per-image work of explain over ``records`` (sampled, in order), for the shard loop."""
+
+    label = "explain"
+    key = ("set", "image_id")
+    failure = "attribution failed"
+
+    def __init__(
+        self, maker: CropMaps, runtime: Runtime, records: Sequence[dict[str, Any]], maps_dir: Path
+    ) -> None:
+        self.maker, self.plan = maker, maker.plan
+        self.units = maker.units
+        self.device = maker.device
+        self.batch_images = max(1, maker.settings.batch_size // self.units)
+        self.feed = CropFeed(maker.plan, runtime, records, self.batch_images, self.device, len(records))
+        self.maps_dir = maps_dir
+
+    def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[Prepared]:
+        yield from self.feed.prepare(start, list(range(start, start + len(records))))
+
+    def batch_key(self, item: Prepared) -> Hashable:
+        return None
+
+    def judge(self, items: list[Prepared]) -> None:
+        results = self.maker([item.record for item in items], torch.cat([item.crops for item in items]))
+        for item, result in zip(items, results, strict=True):
+            item.result, item.crops = result, None
 
     def rows(self, item: Prepared) -> list[dict[str, Any]]:
         record, out = item.record, item.result
@@ -196,8 +213,8 @@ class ExplainWork:
             values: dict[str, Any] = {"quality": float("nan")}
             if item.status == "ok":
                 values = {
-                    "target": self.classes[out["target"]],
-                    "pred": self.classes[int(out["pred"][k])],
+                    "target": self.maker.classes[out["target"]],
+                    "pred": self.maker.classes[int(out["pred"][k])],
                     "quality": float(out["quality"][k]),
                     "grid": "x".join(map(str, out["grid"].shape)),
                     "degenerate": ",".join(m for m, f in out["degenerate"].items() if f[k]) or None,
@@ -317,8 +334,24 @@ def make_panel(
         condition="clean" if name == "none" else f"{name} {severity}",
         method=method,
         label=str(label) if label is not None else "?",
+        target=classes[target],
         prediction=classes[predicted[1]],
         clean_quality=float(rated.quality[0]),
         quality=float(rated.quality[1]),
         judge=quality.name.upper(),
     )
+
+
+def explanation_maps(
+    classifier: Classifier,
+    classes: list[str],
+    quality: QualityModel,
+    record: dict[str, Any],
+    plan: CropPlan,
+    settings: ExplainSettings,
+) -> dict[str, Any]:
+    """The maps of one file's crops under ``plan``'s conditions, as the stage stores them (``record``: path,
+    image_id, label, set)."""
+    crops = image_crops(record["path"], plan, record["image_id"]).crops
+    result = CropMaps(classifier, classes, quality, plan, settings)([record], crops)[0]
+    return {**result["maps"], "grid": "x".join(map(str, result["grid"].shape))}

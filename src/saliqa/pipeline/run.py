@@ -93,12 +93,13 @@ def stages_markdown() -> str:
     config = RunConfig().model_copy(
         update={"evaluate": RunConfig().evaluate.model_copy(update={"alexnet_reference": True})}
     )
-    per_corruption = {RunLayout.eval_curves(c) for c in config.evaluate.corruptions}
     lines = ["| stage | what it makes | reads | writes |", "| --- | --- | --- | --- |"]
     for stage in STAGES:
-        names = [n for n in stage.writes(config) if n not in per_corruption]
-        if per_corruption & set(stage.writes(config)):
-            names.append(RunLayout.eval_curves("<corruption>"))
+        names = list(stage.writes(config))
+        for figure in (RunLayout.eval_curves, RunLayout.explain_curves):
+            per_corruption = {figure(c) for c in config.evaluate.corruptions}
+            if per_corruption & set(names):
+                names = [n for n in names if n not in per_corruption] + [figure("<corruption>")]
         reads = ", ".join(f"`{n}`" for n in stage.reads) or "the dataset"
         writes = ", ".join(f"`{n}`" if "." in n else f"`{n}/`" for n in names)
         lines.append(f"| {stage.name} | {stage.does} | {reads} | {writes} |")

@@ -47,7 +47,10 @@ class Panel:
     condition: str
     method: str
     label: str
+    target: str
+    """The class the attribution map explains."""
     prediction: str
+    """The class predicted for the distorted crop."""
     clean_quality: float
     quality: float
     judge: str
@@ -67,7 +70,10 @@ def _draw_panel(axes: np.ndarray, p: Panel) -> None:
     c.set_title("quality map (higher = better)", fontsize=8)
     d.imshow(p.distorted)
     d.imshow(p.attribution, cmap="magma", alpha=0.55)
-    d.set_title(f"{_plain(p.method)}: {_plain(p.prediction)} (true {_plain(p.label)})", fontsize=8)
+    truth = f", true {_plain(p.label)}" if p.label != "?" else ""
+    d.set_title(
+        f"{_plain(p.method)} of {_plain(p.target)}\n(predicted {_plain(p.prediction)}{truth})", fontsize=8
+    )
     for ax in (a, b, c, d):
         ax.set_xticks([])
         ax.set_yticks([])

@@ -24,6 +24,7 @@ from saliqa.pipeline.explanation import (
     QUALITY,
     QUALITY_GRADCAM,
     SOBEL,
+    CropMaps,
     ExplainSettings,
     ExplainWork,
     explain_to_dir,
@@ -121,7 +122,7 @@ def _compare(ctx: StageContext, work: ExplainWork, meta: dict[str, Any]) -> pd.D
     COMPARE.write(layout.path(RunLayout.COMPARE), COMPARE.frame(compare.to_dict("records")), meta)
     summary = summarize_compare(compare, n_boot=x.bootstrap, seed=config.seed)
     summary["note"] = None
-    if work.judge_net is None:
+    if work.maker.judge_net is None:
         summary = pd.concat([summary, _not_applicable(compare, config.rate.iqa)], ignore_index=True)
     COMPARE_SUMMARY.write(
         layout.path(RunLayout.COMPARE_SUMMARY), COMPARE_SUMMARY.frame(summary.to_dict("records")), meta
@@ -138,6 +139,20 @@ def _not_applicable(compare: pd.DataFrame, judge: str) -> pd.DataFrame:
         reference=QUALITY_GRADCAM, n=0, mean=np.nan, lo=np.nan, hi=np.nan, centre=np.nan, sobel=np.nan,
         random=np.nan, shuffled=np.nan, note=f"not applicable: {judge} has no gradients",
     )  # fmt: skip
+
+
+def _degenerate_share(layout: RunLayout, methods: tuple[str, ...]) -> list[str]:
+    """Say how many maps of each method carried nothing (all zero after the ReLU, or constant): their
+    comparisons are NaN and left out of every mean."""
+    index = MAPS_INDEX.read(layout.path(RunLayout.MAPS_INDEX), columns=["status", "degenerate"])
+    ok = index[index["status"] == "ok"]
+    flagged = ok["degenerate"].dropna().str.split(",").explode()
+    counts = flagged.value_counts()
+    return [
+        f"{method}: {counts[method]} of {len(ok)} maps degenerate (nothing after the ReLU): left out"
+        for method in methods
+        if counts.get(method, 0)
+    ]
 
 
 def headline(summary: pd.DataFrame, methods: tuple[str, ...]) -> list[str]:
@@ -177,10 +192,8 @@ def _explain(ctx: StageContext) -> StageReport:
     runtime = Runtime(device, x.batch_size, x.workers, x.shard_size, ctx.progress)
     records = sample_records(ctx)
     meta = ctx.meta("explain", model=quality.fingerprint(), device=device.type)
-    work = ExplainWork(
-        classifier, list(state["classes"]), quality, plan, runtime, settings, records.to_dict("records"),
-        layout.path(RunLayout.MAPS),
-    )  # fmt: skip
+    maker = CropMaps(classifier, list(state["classes"]), quality, plan, settings)
+    work = ExplainWork(maker, runtime, records.to_dict("records"), layout.path(RunLayout.MAPS))  # fmt: skip
     messages = [
         f"explained {len(records)} image(s) x {len(plan.conditions)} conditions ({', '.join(x.methods)})"
     ]
@@ -188,7 +201,8 @@ def _explain(ctx: StageContext) -> StageReport:
     if reused:
         messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
     summary = _compare(ctx, work, meta)
-    if work.judge_net is None:
+    messages += _degenerate_share(layout, x.methods)
+    if work.maker.judge_net is None:
         messages.append(f"the judge's own Grad-CAM: not applicable ({config.rate.iqa} has no gradients)")
     eval_table = EVAL.read(layout.eval)
     STATS.write(
@@ -238,9 +252,9 @@ def _figures(
     by_id = records.set_index(["set", "image_id"])
     panels = [
         make_panel(
-            work.classifier,
-            work.classes,
-            work.quality,
+            work.maker.classifier,
+            work.maker.classes,
+            work.maker.quality,
             {**by_id.loc[(row.set, row.image_id)].to_dict(), "set": row.set, "image_id": row.image_id},
             work.plan,
             (row.corruption, int(row.severity)),

@@ -114,3 +114,49 @@ def test_the_whole_pipeline_on_cuda(tmp_path: Path) -> None:
     assert all(r.ran for r in results)
     summary = pd.read_parquet(tmp_path / "out" / "summary.parquet")
     assert len(summary) == 9 and summary["n"].gt(0).all()
+
+
+@pytest.mark.parametrize(
+    "method", ["gradcam", "gradcam++", "layercam", "saliency", "smoothgrad", "integrated_gradients", "lime"]
+)
+def test_attribution_on_cuda_gives_the_cpu_maps(method: str) -> None:
+    """TF32 off (as the reference comparison needs); maps on the images' device, within 1e-3 of the CPU's
+    maximum (cuDNN's algorithms sum in another order; LIME's ridge fit runs in float64 either way)."""
+    import torchvision
+
+    from saliqa.explain import attribute
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18().eval()
+        x = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+        options = {
+            "smoothgrad": {"n_samples": 4},
+            "integrated_gradients": {"n_steps": 8},
+            "lime": {"n_samples": 32},
+        }
+        cpu = attribute(model, x, [1, 2, 3], method, **options.get(method, {}))
+        gpu = attribute(model.cuda(), x.cuda(), [1, 2, 3], method, **options.get(method, {}))
+        assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
+        assert (gpu.cpu() - cpu).abs().max() <= 1e-3 * cpu.abs().max()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def test_the_explain_stage_runs_on_cuda(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "data", per_class=3, side=112)
+    config = config_from_dict(
+        {
+            "data": {"source": "folder", "root": str(root)},
+            "split": {"keep": ["Excellent", "Good", "Fair", "Poor", "Bad"], "val_fraction": 0.5},
+            "train": {"epochs": 1, "batch_size": 4, "image_size": 64, "device": "cuda"},
+            "evaluate": {"crop": 96, "corruptions": ["contrast"], "severities": [2], "device": "cuda"},
+            "explain": {"sample": 4, "sanity_sample": 2, "panels": 1, "device": "cuda", "bootstrap": 100},
+        }
+    )
+    results = run_pipeline(config, tmp_path / "run", progress=False)
+    assert results[-1].name == "explain" and results[-1].ran
+    compare = pd.read_parquet(tmp_path / "run" / "compare.parquet")
+    assert compare["value"].notna().any()

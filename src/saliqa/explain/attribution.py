@@ -489,9 +489,13 @@ def attribute(
         takes = f"it takes {', '.join(known)}" if known else "it takes none"
         raise AttributionError(f"{method} has no option {', '.join(unknown)}; {takes}")
     resolved = check_targets(targets, images.shape[0], images.device)
+    if method in CAM_METHODS:  # channels-last: what oneDNN and cuDNN convolve fastest (a ResNet-18's forward
+        # pass about 1.2x on a CPU); CAMs stay within 1e-6 of contiguous input, while gradients at the input
+        # summed over many steps (integrated gradients) drift to 1e-4 of their maximum, so those stay as given
+        images = images.contiguous(memory_format=torch.channels_last)
     with frozen(model):
         maps = _METHODS[method](model, images, resolved, layer, **options)
-    return maps.detach().to(torch.float32)
+    return maps.detach().to(torch.float32).contiguous()
 
 
 def method_options(method: str) -> dict[str, Any]:

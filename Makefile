@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluate.py
 	$(PY) benchmarks/bench_iqa_speed.py
 	$(PY) benchmarks/bench_clive.py
+	$(PY) benchmarks/bench_explain.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

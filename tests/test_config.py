@@ -149,3 +149,18 @@ def test_settings_can_be_replaced_from_the_command_line() -> None:
         with_overrides(RunConfig(), ["sample"])
     with pytest.raises(ConfigError, match="explain.corruptions: fog not evaluated"):
         with_overrides(RunConfig(), ['explain.corruptions=["fog"]'])
+
+
+@pytest.mark.parametrize(
+    ("explain", "message"),
+    [
+        ({"methods": ["occlusion"]}, "methods must be distinct names of gradcam"),
+        ({"metrics": ["iou@0"]}, "K of iou@K must be in"),
+        ({"options": {"smoothgrad": {"n_samples": 4}}}, "'smoothgrad' is not one of the methods"),
+        ({"methods": ["smoothgrad"], "options": {"smoothgrad": {"seed": 4}}}, "come from the run's seed"),
+        ({"methods": ["saliency"], "options": {"saliency": {"n": 2}}}, "unknown n"),
+    ],
+)
+def test_explain_settings_are_checked_before_any_work(explain: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"explain": explain})

@@ -356,6 +356,9 @@ class ExplainConfig(_Section):
         for method, options in self.options.items():
             if method not in self.methods:
                 raise ValueError(f"options: {method!r} is not one of the methods ({', '.join(self.methods)})")
+            seeded = sorted(set(options) & {"seed", "seeds"})
+            if seeded:
+                raise ValueError(f"options.{method}: {', '.join(seeded)} come from the run's seed, per image")
             unknown = sorted(set(options) - set(method_options(method)))
             if unknown:
                 known = ", ".join(method_options(method)) or "none"

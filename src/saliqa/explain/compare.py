@@ -130,14 +130,15 @@ def compare_maps(
         keys = index[KEY] if rows is None else index.loc[rows, KEY]
         frames.append(keys.assign(method=method, reference=reference, metric=metric, grid=grid, value=values))
 
+    partners = (
+        {method: _shuffled(index, seed, method) for method in attributions} if sobel is not None else {}
+    )
     for reference, ref in references.items():
         for method, maps in sources.items():
             for metric in wanted:
                 emit(method, reference, metric, pair_scores(maps, ref, metric))
-        if sobel is None:
-            continue
-        for method, maps in attributions.items():
-            partner = _shuffled(index, seed, method)
+        for method, partner in partners.items():
+            maps = attributions[method]
             for metric in wanted:
                 values = pair_scores(maps[partner], ref, metric)
                 values[partner == np.arange(len(index))] = np.nan
@@ -161,8 +162,6 @@ def quality_changes(
     rows = np.flatnonzero((index["corruption"] != CLEAN).to_numpy() & (clean >= 0))
     dq = quality[rows] - quality[clean[rows]]
     return rows, {
-        method: np.atleast_1d(map_similarity(m[rows] - m[clean[rows]], dq, "cc"))
-        if len(rows)
-        else np.zeros(0)
+        method: pair_scores(m[rows] - m[clean[rows]], dq, "cc") if len(rows) else np.zeros(0)
         for method, m in maps.items()
     }

@@ -134,7 +134,7 @@ def test_paths_and_values_that_cannot_work_end_in_one_line_before_any_work(
         ),
         (["run", "--pretrained", str(a_file), "--out", str(tmp_path / "r5")], "cannot be read"),
         (["run", "--pretrained", str(resnet50), "--out", str(tmp_path / "r6")], "unexpected keys"),
-        (["run", "--until", "report", "--out", str(tmp_path / "r7")], "unknown stage 'report'"),
+        (["run", "--until", "publish", "--out", str(tmp_path / "r7")], "unknown stage 'publish'"),
     ]
     for argv, fragment in cases:
         assert main(argv) == 1, argv

@@ -156,7 +156,7 @@ def test_the_explain_stage_runs_on_cuda(tmp_path: Path) -> None:
             "explain": {"sample": 4, "sanity_sample": 2, "panels": 1, "device": "cuda", "bootstrap": 100},
         }
     )
-    results = run_pipeline(config, tmp_path / "run", progress=False)
+    results = run_pipeline(config, tmp_path / "run", progress=False, until="explain")
     assert results[-1].name == "explain" and results[-1].ran
     compare = pd.read_parquet(tmp_path / "run" / "compare.parquet")
     assert compare["value"].notna().any()

@@ -52,7 +52,7 @@ def explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("explain")
     root = make_folder_dataset(tmp / "dataset", per_class=4, side=112)
     out = tmp / "run"
-    results = run_pipeline(_config(root), out, progress=False)
+    results = run_pipeline(_config(root), out, progress=False, until="explain")
     assert [r.name for r in results][-1] == "explain" and results[-1].ran
     return root, out
 
@@ -144,9 +144,9 @@ def test_a_killed_explain_resumes_to_the_same_tables_whatever_the_runtime(
 
     monkeypatch.setattr(ExplainWork, "before_commit", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(config, copy, progress=False)
+        run_pipeline(config, copy, progress=False, until="explain")
     monkeypatch.setattr(ExplainWork, "before_commit", real)
-    results = run_pipeline(config, copy, progress=False)
+    results = run_pipeline(config, copy, progress=False, until="explain")
     assert [r.ran for r in results] == [False, False, False, False, True]
     assert any("2 shard(s) reused" in m for m in results[-1].messages)
     pd.testing.assert_frame_equal(
@@ -167,7 +167,7 @@ def test_paq2piq_attention_is_compared_like_the_quality_map(
     values["rate"]["iqa"] = "paq2piq"
     values["evaluate"]["corruptions"] = ["contrast"]
     out = tmp_path / "run"
-    results = run_pipeline(config_from_dict(values), out, progress=False)
+    results = run_pipeline(config_from_dict(values), out, progress=False, until="explain")
     assert not any("not applicable" in m for m in results[-1].messages)
     compare = COMPARE.read(out / "compare.parquet")
     own = compare[(compare["reference"] == "quality_gradcam") & (compare["method"] == "gradcam")]

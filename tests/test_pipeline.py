@@ -241,7 +241,7 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     (extra / "coffee" / "broken.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "run"
     results = run_pipeline(_full_config(root, extra), out, progress=False)
-    assert [r.name for r in results] == ["rate", "split", "train", "evaluate", "explain"]
+    assert [r.name for r in results] == ["rate", "split", "train", "evaluate", "explain", "report"]
     assert all(r.ran for r in results)
 
     for name in (
@@ -278,9 +278,9 @@ def test_full_run_trains_evaluates_and_reruns_only_what_changed(tmp_path: Path) 
     assert set(index["set"]) == {"val", "test"} and set(index["grid"]) == {"4x4"}  # PIQE's own, coarser grid
 
     again = run_pipeline(_full_config(root, extra), out, progress=False)
-    assert [r.ran for r in again] == [False, False, False, False, False]
+    assert [r.ran for r in again] == [False] * 6
     fewer = run_pipeline(_full_config(root, extra, severities=[3]), out, progress=False)
-    assert [r.ran for r in fewer] == [False, False, False, True, True]
+    assert [r.ran for r in fewer] == [False, False, False, True, True, True]
     assert set(pd.read_parquet(out / "eval.parquet")["severity"]) == {0, 3}
 
 

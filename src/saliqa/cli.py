@@ -168,6 +168,25 @@ def explain(
         typer.echo(f"{key}: {shown}")
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="html, or md for the tables as Markdown as well.")
+    ] = "html",
+) -> None:
+    """Rebuild a run's report.html (and the CSV twins of its tables) from its artifacts alone."""
+    from saliqa.errors import RunDirError
+    from saliqa.pipeline.layout import RunLayout
+    from saliqa.pipeline.stages.report import write_report
+
+    if fmt not in ("html", "md"):
+        raise typer.BadParameter("--format must be html or md")
+    if not (run_dir / RunLayout.RUN_RECORD).is_file() and not (run_dir / RunLayout.STAGE_RECORDS).is_dir():
+        raise RunDirError(f"{run_dir} is not a saliqa run directory (no run.json or stages/)")
+    typer.echo(f"report: {write_report(RunLayout(run_dir), markdown=fmt == 'md')}")
+
+
 def _json_row(row: dict[str, Any]) -> str:
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
     return json.dumps(clean, default=lambda v: v.item() if hasattr(v, "item") else str(v))

@@ -49,6 +49,9 @@ class RunLayout:
     EVAL_OVERVIEW = "figures/eval_overview.png"
     EVAL_HEATMAP = "figures/eval_heatmap.png"
 
+    REPORT = "report.html"
+    REPORT_MD = "report.md"
+
     MAPS = "maps"
     MAPS_INDEX = "maps/index.parquet"
     EXPLAIN_PARTS = "explain.parts"

@@ -12,6 +12,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from saliqa.report import eval_figures as ef
+from saliqa.report.figures import OKABE_ITO
 from saliqa.stats import SUMMARY_COLUMNS
 
 CORRUPTIONS_19 = [
@@ -175,14 +176,15 @@ def test_overview_has_one_line_per_corruption_sharing_clean() -> None:
     val = summary[summary["set"] == "val"]
     clean = val[val["corruption"] == "none"]
     for ax, (point, _, _, scale, _) in zip(fig.axes, ef.PANELS, strict=True):
-        colours = set()
+        styles = set()
         for name in CORRUPTIONS_19:
             line = _line(ax, f"{point}:{name}")
             rows = pd.concat([clean, val[val["corruption"] == name]])
             np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2, 3])
             np.testing.assert_allclose(line.get_ydata(), rows[point].to_numpy() * scale)
-            colours.add(to_hex(line.get_color()))
-        assert len(colours) == 19  # every corruption has its own colour (tab20)
+            assert to_hex(line.get_color()).upper() in OKABE_ITO  # the colour-blind-safe palette only
+            styles.add((to_hex(line.get_color()), line.get_marker()))
+        assert len(styles) == 19  # every corruption has its own colour and marker
         np.testing.assert_allclose(_line(ax, f"{point}:none").get_ydata(), clean[point] * scale)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["clean", *CORRUPTIONS_19]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -107,3 +108,36 @@ def test_in_a_real_browser_no_script_runs_and_every_figure_renders(hostile_run: 
     for name in (*HOSTILE, BOLD):
         assert name in text  # shown as text
     assert (hostile_run / "report.png").stat().st_size > 0
+
+
+def test_runs_side_by_side(hostile_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "second run"
+    shutil.copytree(hostile_run, other)
+    out = tmp_path / "both"
+    assert main(["report", str(hostile_run), str(other), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
+    summary = pd.read_csv(out / "runs_summary.csv")
+    assert set(summary["run"]) == {"run", "second run"}
+    assert len(summary) == 2 * len(pd.read_parquet(hostile_run / "summary.parquet"))
+    agreement = pd.read_csv(out / "runs_agreement.csv")
+    assert set(agreement["run"]) == {"run", "second run"} and (agreement["n"] > 0).any()
+    assert (out / "figures" / "runs_contrast.png").stat().st_size > 0
+    assert (out / "figures" / "runs_contrast.svg").stat().st_size > 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "second run" in html and HOSTILE[0] not in html
+    assert main(["report", str(hostile_run), str(other)]) != 0
+    assert "needs --out" in capsys.readouterr().err
+
+
+def test_every_figure_is_a_300_dpi_png_with_an_svg_twin(hostile_run: Path) -> None:
+    from PIL import Image
+
+    pngs = sorted((hostile_run / "figures").glob("*.png"))
+    assert len(pngs) >= 10
+    for png in pngs:
+        with Image.open(png) as image:
+            assert round(image.info["dpi"][0]) == 300, png.name
+        svg = png.with_suffix(".svg").read_text(encoding="utf-8")
+        assert svg.lstrip().startswith("<?xml") and "<script" not in svg, png.name
+    recorded = json.loads((hostile_run / "stages" / "explain.json").read_text())["files"]
+    assert "figures/explain_sanity.svg" in recorded  # the twins are part of what a stage made

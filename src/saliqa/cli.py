@@ -170,21 +170,33 @@ def explain(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, or several to compare.")],
+    out: Annotated[Path | None, typer.Option(help="Where the comparison of several runs goes.")] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="html, or md for the tables as Markdown as well.")
     ] = "html",
 ) -> None:
-    """Rebuild a run's report.html (and the CSV twins of its tables) from its artifacts alone."""
+    """Rebuild a run's report.html (and the CSV twins of its tables) from its artifacts alone, or put several
+    runs side by side (--out DIR)."""
     from saliqa.errors import RunDirError
+    from saliqa.pipeline.compare_runs import compare_runs
     from saliqa.pipeline.layout import RunLayout
     from saliqa.pipeline.stages.report import write_report
 
     if fmt not in ("html", "md"):
         raise typer.BadParameter("--format must be html or md")
-    if not (run_dir / RunLayout.RUN_RECORD).is_file() and not (run_dir / RunLayout.STAGE_RECORDS).is_dir():
-        raise RunDirError(f"{run_dir} is not a saliqa run directory (no run.json or stages/)")
-    typer.echo(f"report: {write_report(RunLayout(run_dir), markdown=fmt == 'md')}")
+    for run_dir in run_dirs:
+        if (
+            not (run_dir / RunLayout.RUN_RECORD).is_file()
+            and not (run_dir / RunLayout.STAGE_RECORDS).is_dir()
+        ):
+            raise RunDirError(f"{run_dir} is not a saliqa run directory (no run.json or stages/)")
+    if len(run_dirs) > 1:
+        if out is None:
+            raise typer.BadParameter("comparing several runs needs --out DIR")
+        typer.echo(f"report: {compare_runs(run_dirs, out)}")
+        return
+    typer.echo(f"report: {write_report(RunLayout(run_dirs[0]), markdown=fmt == 'md')}")
 
 
 def _json_row(row: dict[str, Any]) -> str:

@@ -83,6 +83,16 @@ class RunLayout:
         return RunLayout.EVAL_HEATMAP if eval_set == "val" else f"figures/eval_heatmap_{eval_set}.png"
 
     @staticmethod
+    def with_twins(names: tuple[str, ...] | list[str]) -> list[str]:
+        """``names`` with the SVG twin after each figure's PNG (every figure is written in both formats)."""
+        out: list[str] = []
+        for name in names:
+            out.append(name)
+            if name.startswith(f"{RunLayout.FIGURES}/") and name.endswith(".png"):
+                out.append(name[: -len(".png")] + ".svg")
+        return out
+
+    @staticmethod
     def stage_record(stage: str) -> str:
         return f"stages/{stage}.json"
 

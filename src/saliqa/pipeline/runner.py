@@ -172,7 +172,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
     messages = list(report.messages)
     if record is not None:
         messages.insert(0, f"ran again: {why_stale(verdict, record, ctx.settings)}")
-    outputs = list(stage.writes(config))
+    outputs = RunLayout.with_twins(stage.writes(config))
     run.mark_done(
         stage.name,
         ctx.fingerprint,

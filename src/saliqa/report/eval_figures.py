@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from saliqa.corrupt import CLEAN
-from saliqa.report.figures import _save
+from saliqa.report.figures import OKABE_ITO, _save, series_style
 
 # (point column, low column, high column, scale to the axis unit, panel name)
 PANELS: tuple[tuple[str, str, str, float, str], ...] = (
@@ -25,7 +25,6 @@ PANELS: tuple[tuple[str, str, str, float, str], ...] = (
     ("top5_acc", "top5_lo", "top5_hi", 100.0, "Top-5 accuracy"),
     ("mean_quality", "quality_lo", "quality_hi", 1.0, "mean quality"),
 )
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _CLEAN_STYLE: dict[str, object] = {
     "marker": "*", "markersize": 11, "color": "black", "linestyle": "none", "label": "clean", "zorder": 3
 }  # fmt: skip
@@ -93,7 +92,7 @@ def _corruption_figure(summary: pd.DataFrame, corruption: str, *, judge: str, ev
     curve = _curve(_set_rows(summary, eval_set), corruption)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), squeeze=False)
     for ax, panel in zip(axes[0], PANELS, strict=True):
-        _plot_curve(ax, curve, panel, f"{panel[0]}:{corruption}", marker="o", color="#4c72b0")
+        _plot_curve(ax, curve, panel, f"{panel[0]}:{corruption}", marker="o", color=OKABE_ITO[0])
     _format_axes(axes[0], [int(s) for s in curve["severity"]], judge)
     title = f"{_plain(corruption)} on {_plain(eval_set)} ({_n_text(curve)}, 95% bootstrap intervals)"
     fig.suptitle(title)
@@ -115,16 +114,15 @@ def _corruptions(rows: pd.DataFrame) -> list[str]:
 
 
 def _overview_figure(summary: pd.DataFrame, *, judge: str, eval_set: str) -> plt.Figure:
-    """All corruptions in one figure; tab20 plus cycling markers keeps 19 lines apart."""
+    """All corruptions in one figure; Okabe-Ito colours with cycling markers keep 19 lines apart."""
     rows = _set_rows(summary, eval_set)
     names = _corruptions(rows)
-    colours = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), squeeze=False)
     clean = _curve(rows, CLEAN)
     for ax, panel in zip(axes[0], PANELS, strict=True):
         _plot_curve(ax, clean, panel, f"{panel[0]}:{CLEAN}", **_CLEAN_STYLE)
         for i, name in enumerate(names):
-            style = {"marker": _MARKERS[i % len(_MARKERS)], "color": colours(i % colours.N), **_LINE_STYLE}
+            style = {**series_style(i), **_LINE_STYLE}
             _plot_curve(ax, _curve(rows, name), panel, f"{panel[0]}:{name}", label=_plain(name), **style)
     severities = sorted({int(s) for s in rows["severity"]})
     _format_axes(axes[0], severities, judge)

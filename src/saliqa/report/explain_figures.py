@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from saliqa.report.eval_figures import _plain
-from saliqa.report.figures import _save
+from saliqa.report.figures import OKABE_ITO, _save
 
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 REFERENCE_NAMES = {
     "quality": "quality map (higher = better)",
     "damage": "damage map (higher = worse)",
@@ -56,23 +55,23 @@ class Panel:
     judge: str
 
 
-def _draw_panel(axes: np.ndarray, p: Panel) -> None:
+def _draw_panel(axes: np.ndarray, p: Panel, size: float = 8) -> None:
     (a, b), (c, d) = axes
     a.imshow(p.clean)
-    a.set_title(f"clean: {p.judge} {p.clean_quality:.1f}\n{_plain(p.image_id)}", fontsize=8)
+    a.set_title(f"clean: {p.judge} {p.clean_quality:.1f}\n{_plain(p.image_id)}", fontsize=size)
     b.imshow(p.distorted)
-    b.set_title(f"{_plain(p.condition)}: {p.judge} {p.quality:.1f}", fontsize=8)
+    b.set_title(f"{_plain(p.condition)}: {p.judge} {p.quality:.1f}", fontsize=size)
     c.imshow(p.distorted)
     mesh = c.pcolormesh(
         np.asarray(p.col_edges) - 0.5, np.asarray(p.row_edges) - 0.5, np.ma.masked_invalid(p.quality_map),
         cmap="viridis", vmin=0, vmax=100, alpha=0.55,
     )  # fmt: skip
-    c.set_title("quality map (higher = better)", fontsize=8)
+    c.set_title("quality map (higher = better)", fontsize=size)
     d.imshow(p.distorted)
     d.imshow(p.attribution, cmap="magma", alpha=0.55)
     truth = f", true {_plain(p.label)}" if p.label != "?" else ""
     d.set_title(
-        f"{_plain(p.method)} of {_plain(p.target)}\n(predicted {_plain(p.prediction)}{truth})", fontsize=8
+        f"{_plain(p.method)} of {_plain(p.target)}\n(predicted {_plain(p.prediction)}{truth})", fontsize=size
     )
     for ax in (a, b, c, d):
         ax.set_xticks([])
@@ -93,7 +92,7 @@ def plot_panels(panels: list[Panel], path: str | Path, columns: int = 4) -> Path
     """A grid of panels (each 2 x 2), e.g. every sampled image at its worst condition."""
     columns = max(1, min(columns, len(panels)))
     rows = max(1, -(-len(panels) // columns))
-    fig, axes = plt.subplots(2 * rows, 2 * columns, figsize=(6.0 * columns, 6.2 * rows))
+    fig, axes = plt.subplots(2 * rows, 2 * columns, figsize=(3.4 * columns, 3.6 * rows))
     axes = np.atleast_2d(axes)
     for ax in axes.ravel():
         ax.axis("off")
@@ -102,7 +101,7 @@ def plot_panels(panels: list[Panel], path: str | Path, columns: int = 4) -> Path
         block = axes[2 * r : 2 * r + 2, 2 * c : 2 * c + 2]
         for ax in block.ravel():
             ax.axis("on")
-        _draw_panel(block, panel)
+        _draw_panel(block, panel, size=6)
     fig.tight_layout()
     _save(fig, Path(path))
     return Path(path)
@@ -218,4 +217,45 @@ def change_figure(eval_table: pd.DataFrame, eval_set: str = "val"):
 
 def plot_change(eval_table: pd.DataFrame, path: str | Path, eval_set: str = "val") -> Path:
     _save(change_figure(eval_table, eval_set), Path(path))
+    return Path(path)
+
+
+def runs_figure(summaries: dict[str, pd.DataFrame], agreement: dict[str, pd.DataFrame], corruption: str):
+    """Several runs side by side for one corruption: Top-1, mean quality and the CC of attention with the
+    damage map against severity, a line per run (95 % intervals as bars)."""
+    panels = [("top1_acc", "top1_lo", "top1_hi", "Top-1 accuracy"), ("mean_quality", "quality_lo", "quality_hi",
+              "mean quality (0-100, higher = better)"), ("mean", "lo", "hi", "CC of attention with the damage map")]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k, run in enumerate(summaries):
+        colour = OKABE_ITO[k % len(OKABE_ITO)]
+        for ax, (column, lo, hi, title) in zip(axes, panels, strict=True):
+            frame = agreement.get(run) if column == "mean" else summaries[run]
+            if frame is None or frame.empty:
+                continue
+            rows = frame[frame["set"] == "val"]
+            curve = _condition_curve(rows, corruption)
+            if curve.empty:
+                continue
+            x, y = curve["severity"].to_numpy(int), curve[column].to_numpy(float)
+            err = np.vstack(
+                [
+                    np.clip(y - curve[lo].to_numpy(float), 0, None),
+                    np.clip(curve[hi].to_numpy(float) - y, 0, None),
+                ]
+            )
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colour, label=_plain(run))
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("severity (0 = clean)")
+            ax.set_xticks(sorted(set(x)))
+            ax.grid(alpha=0.3)
+    if axes[0].has_data():
+        axes[0].legend(fontsize=8)
+    fig.suptitle(f"runs compared: {_plain(corruption)} on val")
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(summaries: dict[str, pd.DataFrame], agreement: dict[str, pd.DataFrame], corruption: str,
+              path: str | Path) -> Path:  # fmt: skip
+    _save(runs_figure(summaries, agreement, corruption), Path(path))
     return Path(path)

@@ -216,7 +216,10 @@ def _figures(config: RunConfig) -> tuple[str, ...]:
 
 def _evaluation_figures(config: RunConfig, layout: RunLayout, summary: pd.DataFrame, judge: str) -> None:
     """The curves of each corruption, the overviews and the Top-1 heat maps; stale figures are removed."""
-    for old in layout.path(RunLayout.FIGURES).glob("eval_*.png"):
+    for old in [
+        *layout.path(RunLayout.FIGURES).glob("eval_*.png"),
+        *layout.path(RunLayout.FIGURES).glob("eval_*.svg"),
+    ]:
         old.unlink()
     sets = ["val", *(extra.name for extra in config.evaluate.extra_sets)]
     for eval_set in sets:

@@ -229,7 +229,10 @@ def _figures(
     """Agreement curves per set and corruption, the randomisation curve, the change scatter and a grid of
     panels (each image at the condition where its quality is lowest); stale figures are removed."""
     config, layout, x = ctx.config, ctx.layout, ctx.config.explain
-    for old in layout.path(RunLayout.FIGURES).glob("explain_*.png"):
+    for old in [
+        *layout.path(RunLayout.FIGURES).glob("explain_*.png"),
+        *layout.path(RunLayout.FIGURES).glob("explain_*.svg"),
+    ]:
         old.unlink()
     corruptions = x.corruptions or config.evaluate.corruptions
     for eval_set in ["val", *(s.name for s in config.evaluate.extra_sets)]:

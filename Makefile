@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_iqa_speed.py
 	$(PY) benchmarks/bench_clive.py
 	$(PY) benchmarks/bench_explain.py
+	$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -120,7 +120,9 @@ def gradients_against_captum(batch: int, repeats: int, device: torch.device) -> 
                            n_samples=LIME_SAMPLES, perturbations_per_eval=64)  # fmt: skip
 
     theirs = rate(captum_lime, 2, 1, device)
-    print(f"  {f'lime (samples={LIME_SAMPLES})':34s} saliqa {ours:7.2f}   captum {theirs:7.2f}   ratio {ours / theirs:5.2f}")
+    print(
+        f"  {f'lime (samples={LIME_SAMPLES})':34s} saliqa {ours:7.2f}   captum {theirs:7.2f}   ratio {ours / theirs:5.2f}"
+    )
 
 
 def explain_work(images: int, repeats: int, device: torch.device) -> None:
@@ -140,7 +142,9 @@ def explain_work(images: int, repeats: int, device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

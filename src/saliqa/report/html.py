@@ -84,9 +84,9 @@ def figure_of(path: Path, title: str) -> Figure | None:
         image.load()
         if image.width > MAX_FIGURE_WIDTH:
             height = round(image.height * MAX_FIGURE_WIDTH / image.width)
-            image = image.resize((MAX_FIGURE_WIDTH, height), Image.Resampling.LANCZOS)
+            image = image.resize((MAX_FIGURE_WIDTH, height), Image.Resampling.LANCZOS, reducing_gap=2.0)
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
+        image.save(buffer, format="PNG", compress_level=6)
     return Figure(title, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
 
 

@@ -173,6 +173,20 @@ def explain_section(layout: RunLayout, config: RunConfig | None) -> Section:
     columns = ["set", "corruption", "severity", "method", "reference", "grid", "n", "mean", "lo", "hi",
                "centre", "sobel", "random", "shuffled", "note"]  # fmt: skip
     section.tables.append(table_of(cc[columns], "CC with each reference map, baselines beside"))
+    every = summary[~summary["method"].str.startswith("baseline:") & (summary["n"] > 0)].pivot_table(
+        index=["set", "corruption", "severity", "method", "reference"],
+        columns="metric",
+        values="mean",
+        sort=False,
+    )
+    section.tables.append(
+        table_of(
+            every.reset_index(),
+            "Every metric (means over images)",
+            "cc, spearman, sim, iou: higher = more "
+            "alike; kld, kld_reverse, emd: lower = more alike. Intervals and baselines: compare_summary.csv.",
+        )
+    )
     corruptions = [c for c in dict.fromkeys(summary["corruption"]) if c != "none"]
     names = [(RunLayout.explain_curves(c), f"agreement under {c}") for c in corruptions]
     names += [(RunLayout.EXPLAIN_SANITY, "randomisation test"), (RunLayout.EXPLAIN_CHANGE, "change under distortion"),

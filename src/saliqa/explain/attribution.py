@@ -291,9 +291,16 @@ def smoothgrad_noise(images: Tensor, n_samples: int, stdev: float, seeds: Sequen
     return (torch.stack(noise) * stdev).to(images.device, images.dtype)
 
 
-def _chunks(total: int, per_chunk: int) -> Iterator[slice]:
+def sample_chunks(
+    total: int, batch: int, internal_batch_size: int, targets: Tensor | None
+) -> Iterator[tuple[slice, int, Tensor | None]]:
+    """Samples (noisy copies, integration steps, perturbations) of a batch in chunks of about
+    ``internal_batch_size`` images: each chunk's slice, its size and every image's target repeated for it."""
+    per_chunk = max(1, internal_batch_size // batch)
     for start in range(0, total, per_chunk):
-        yield slice(start, min(start + per_chunk, total))
+        part = slice(start, min(start + per_chunk, total))
+        steps = part.stop - part.start
+        yield part, steps, None if targets is None else targets.repeat_interleave(steps)
 
 
 def _smoothgrad(
@@ -315,11 +322,8 @@ def _smoothgrad(
     targets = _predicted(model, images, targets)
     noise = smoothgrad_noise(images, n_samples, stdev, image_seeds(batch, seed, seeds))
     total = torch.zeros_like(images)
-    per_chunk = max(1, internal_batch_size // batch)
-    for part in _chunks(n_samples, per_chunk):
-        steps = part.stop - part.start
+    for part, steps, chunk_targets in sample_chunks(n_samples, batch, internal_batch_size, targets):
         noisy = (images[:, None] + noise[:, part]).flatten(0, 1)
-        chunk_targets = None if targets is None else targets.repeat_interleave(steps)
         grads = input_gradients(model, noisy, chunk_targets).abs()
         total += grads.view(batch, steps, *images.shape[1:]).sum(dim=1)
     return (total / n_samples).amax(dim=1)
@@ -350,12 +354,9 @@ def _integrated_gradients(
     step_weights = torch.tensor(0.5 * weights, dtype=images.dtype, device=images.device)
     delta = images - base
     total = torch.zeros_like(images)
-    per_chunk = max(1, internal_batch_size // batch)
-    for part in _chunks(n_steps, per_chunk):
+    for part, steps, chunk_targets in sample_chunks(n_steps, batch, internal_batch_size, targets):
         a = alphas[part].view(1, -1, 1, 1, 1)
         scaled = (base[:, None] + a * delta[:, None]).flatten(0, 1)
-        steps = part.stop - part.start
-        chunk_targets = None if targets is None else targets.repeat_interleave(steps)
         grads = input_gradients(model, scaled, chunk_targets).view(batch, steps, *images.shape[1:])
         total += (grads * step_weights[part].view(1, -1, 1, 1, 1)).sum(dim=1)
     return (total * delta).sum(dim=1)
@@ -413,13 +414,10 @@ def _lime(
         masks.append(torch.from_numpy(z))
     z = torch.stack(masks).to(images.device, images.dtype) * present[:, None]  # (B, N, S)
     outputs = torch.empty(batch, n_samples, device=images.device, dtype=images.dtype)
-    per_chunk = max(1, internal_batch_size // batch)
     with torch.no_grad():
-        for part in _chunks(n_samples, per_chunk):
+        for part, steps, chunk_targets in sample_chunks(n_samples, batch, internal_batch_size, targets):
             keep = torch.einsum("bns,bshw->bnhw", z[:, part], onehot)[:, :, None]
             mixed = (keep * images[:, None] + (1 - keep) * fudged[:, None]).flatten(0, 1)
-            steps = part.stop - part.start
-            chunk_targets = None if targets is None else targets.repeat_interleave(steps)
             outputs[:, part] = pick(model(mixed), chunk_targets).view(batch, steps)
         x = z.double()
         ones = present.double()[:, None]

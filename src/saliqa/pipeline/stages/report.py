@@ -123,7 +123,7 @@ def train_section(layout: RunLayout) -> Section:
     return section
 
 
-def evaluate_section(layout: RunLayout, config: RunConfig | None) -> Section:
+def evaluate_section(layout: RunLayout) -> Section:
     section = Section(
         "evaluate", "Accuracy and quality under distortion",
         "Top-1 and Top-5 accuracy of the classifier and the judge's mean quality (higher is better) on the same "
@@ -157,7 +157,7 @@ def evaluate_section(layout: RunLayout, config: RunConfig | None) -> Section:
     return section
 
 
-def explain_section(layout: RunLayout, config: RunConfig | None) -> Section:
+def explain_section(layout: RunLayout) -> Section:
     section = Section(
         "explain", "Attention against quality",
         "Agreement of each attribution map with the quality map (higher = better quality), the damage map (its "
@@ -243,7 +243,7 @@ def _facts(layout: RunLayout, config_text: str) -> list[tuple[str, str]]:
     return facts
 
 
-def build_report(layout: RunLayout, config: RunConfig | None = None) -> Report:
+def build_report(layout: RunLayout) -> Report:
     """The report of the run directory ``layout``, from its artifacts alone."""
     config_path = layout.path(RunLayout.CONFIG)
     config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else "(no config.toml)"
@@ -258,8 +258,8 @@ def build_report(layout: RunLayout, config: RunConfig | None = None) -> Report:
             rate_section(layout),
             split_section(layout),
             train_section(layout),
-            evaluate_section(layout, config),
-            explain_section(layout, config),
+            evaluate_section(layout),
+            explain_section(layout),
         ],
         config=config_text,
     )

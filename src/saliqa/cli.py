@@ -85,13 +85,24 @@ def run(
             "--set", help="Replace one setting, SECTION.KEY=VALUE (TOML value), e.g. explain.sample=16."
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Where the per-image stages run: local or ray (needs saliqa[ray]); engine.kind."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join, e.g. auto (default: Ray on this machine); engine.address."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
-    """Run every stage that is not up to date (resumes a killed run)."""
+    """Run every stage that is not up to date (resumes a killed run, on either engine)."""
     from saliqa.config import config_from_dict, config_to_dict, load_config, with_overrides
     from saliqa.pipeline.run import run_pipeline
 
-    resolved = with_overrides(load_config(config), overrides or [])
+    engine_settings = [f"engine.kind={json.dumps(engine)}"] if engine is not None else []
+    if address is not None:
+        engine_settings.append(f"engine.address={json.dumps(address)}")
+    resolved = with_overrides(load_config(config), [*(overrides or []), *engine_settings])
     if pretrained is not None or trust_checkpoint:
         values = config_to_dict(resolved)
         if pretrained is not None:

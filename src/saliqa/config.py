@@ -366,6 +366,26 @@ class ExplainConfig(_Section):
         return self
 
 
+class EngineConfig(_Section):
+    """Where the per-image stages (rate, evaluate, explain) run. Nothing here changes a number: every setting is
+    a runtime one, so switching engines reruns nothing, and a run resumes across engines."""
+
+    kind: Literal["local", "ray"] = Field("local", json_schema_extra=RUNTIME)
+    """``local``: this process and its loader workers; ``ray``: Ray Data, on this machine or a cluster (needs
+    ``pip install 'saliqa[ray]'``)."""
+    address: str | None = Field(None, json_schema_extra=RUNTIME)
+    """Ray cluster to join (``auto``, ``ray://host:10001``); none starts Ray on this machine, or joins the one
+    this process already started."""
+    model_workers: int = Field(1, ge=1, json_schema_extra=RUNTIME)
+    """Actors that each hold the stage's models and judge batches (one per GPU on a GPU cluster)."""
+    cpus_per_model_worker: float = Field(1.0, gt=0, json_schema_extra=RUNTIME)
+    """CPUs each model actor reserves (its intra-op threads)."""
+    gpus_per_model_worker: float = Field(1.0, gt=0, json_schema_extra=RUNTIME)
+    """GPUs each model actor reserves when the stage's device is CUDA (fractions share one GPU)."""
+    prepare_batch: int = Field(8, ge=1, json_schema_extra=RUNTIME)
+    """Images each CPU task decodes (and distorts) in one go."""
+
+
 class RunConfig(_Section):
     """A whole run. One seed drives every random choice."""
 
@@ -377,6 +397,7 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()
+    engine: EngineConfig = EngineConfig()
 
     @model_validator(mode="after")
     def _explain_within_evaluate(self) -> RunConfig:

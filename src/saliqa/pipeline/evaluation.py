@@ -9,7 +9,8 @@ the next images while the models run; memory holds one shard's rows and the crop
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Container, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -19,7 +20,7 @@ from torch.utils.data import Sampler
 from saliqa.loading import data_loader
 from saliqa.pipeline.crops import CropsDataset, Prepared
 from saliqa.pipeline.layout import RunLayout
-from saliqa.pipeline.models import Judges
+from saliqa.pipeline.models import Judges, JudgesSpec
 from saliqa.pipeline.plan import CropPlan, Runtime
 from saliqa.pipeline.shards import FailureGuard, Shards, in_order, judged, run_shards
 from saliqa.pipeline.tables import EVAL
@@ -70,16 +71,56 @@ class CropFeed:
         self.batches.batches = [
             wanted[i : i + self.batch_images] for i in range(0, len(wanted), self.batch_images)
         ]
-        on_device = self.plan.distort_on == "device"
         for batch in self.loader:
             for prepared in batch:
                 prepared.position -= start
-                if on_device:
-                    prepared.make_crops(self.plan, self.device)
-                yield prepared
+                yield ready_on_device(prepared, self.plan, self.device)
 
     def close(self) -> None:
         self.loader = None  # type: ignore[assignment]  # its persistent workers end with it
+
+
+def _unknown_label(position: int, record: dict[str, Any], classes: Container[str]) -> Prepared | None:
+    """The record as skipped when its label is none of the classifier's classes."""
+    if record["label"] in classes:
+        return None
+    reason = f"label {record['label']!r} is not one of the classifier's classes"
+    return Prepared(position, record, status="skipped", reason=reason)
+
+
+def prepare_crops(position: int, record: dict[str, Any], plan: CropPlan) -> Prepared:
+    """One record decoded and distorted as a loader worker does it (or only decoded, for ``distort_on =
+    "device"``), wherever it runs."""
+    prepared = CropsDataset([record], plan)[0]
+    prepared.position = position
+    return prepared
+
+
+def ready_on_device(item: Prepared, plan: CropPlan, device: torch.device) -> Prepared:
+    """An item's crops made on the models' device, when the plan distorts there."""
+    return item.make_crops(plan, device) if plan.distort_on == "device" else item
+
+
+@dataclass(frozen=True)
+class EvaluateRecipe:
+    """Evaluate's picklable halves (:class:`~saliqa.pipeline.shards.WorkRecipe`): decode and distort; judge."""
+
+    judges: JudgesSpec
+    plan: CropPlan
+    classes: tuple[str, ...]
+
+    @property
+    def device(self) -> str:
+        return self.judges.classifier.device
+
+    def prepare(self, position: int, record: dict[str, Any]) -> Prepared:
+        return _unknown_label(position, record, self.classes) or prepare_crops(position, record, self.plan)
+
+    def build(self) -> EvaluateWork:
+        return EvaluateWork(self.judges.build(), self.plan, Runtime(workers=0), [])
+
+    def ready(self, item: Prepared, work: EvaluateWork) -> Prepared:
+        return ready_on_device(item, self.plan, work.judges.device)
 
 
 class EvaluateWork:
@@ -101,11 +142,11 @@ class EvaluateWork:
     def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[Prepared]:
         wanted = []
         for position, record in enumerate(records):
-            if record["label"] in self.judges.index:
+            skipped = _unknown_label(position, record, self.judges.index)
+            if skipped is None:
                 wanted.append(start + position)
             else:
-                reason = f"label {record['label']!r} is not one of the classifier's classes"
-                yield Prepared(position, record, status="skipped", reason=reason)
+                yield skipped
         yield from self.feed.prepare(start, wanted)
 
     def batch_key(self, item: Prepared) -> Hashable:
@@ -192,10 +233,11 @@ def evaluate_to_dir(
     runtime: Runtime,
     out: RunLayout,
     meta: dict[str, Any],
+    spec: JudgesSpec | None = None,
 ) -> int:
     """Evaluate into ``eval.parquet`` of the run directory ``out``, resuming finished shards of its parts;
     returns how many shards were reused. ``meta`` is the table's provenance; its ``fingerprint`` names the work
-    (parts of other work are thrown away)."""
+    (parts of other work are thrown away). ``spec``, the judges' spec, lets the Ray engine build them."""
     shards = Shards(
         out.path(RunLayout.EVAL_PARTS),
         f"{meta['fingerprint']} shard_size={runtime.shard_size} device={judges.device.type}",
@@ -206,8 +248,8 @@ def evaluate_to_dir(
         ordered,
         shards,
         schema=EVAL,
-        shard_size=runtime.shard_size,
-        progress=runtime.progress,
+        runtime=runtime,
+        recipe=None if spec is None else EvaluateRecipe(spec, plan, tuple(judges.classes)),
     )
     EVAL.write_parts(out.eval, done.parts, meta)
     return done.reused

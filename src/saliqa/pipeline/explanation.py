@@ -27,9 +27,10 @@ from saliqa.explain.similarity import grid_edges, overlap_resample
 from saliqa.iqa.base import PatchGrid, QualityModel
 from saliqa.loading import to_unit_float
 from saliqa.pipeline.crops import Prepared, image_crops
-from saliqa.pipeline.evaluation import CropFeed
+from saliqa.pipeline.evaluation import CropFeed, prepare_crops, ready_on_device
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import MapStore, write_map_shard
+from saliqa.pipeline.models import ClassifierSpec, QualitySpec
 from saliqa.pipeline.plan import CropPlan, Runtime
 from saliqa.pipeline.shards import Shards, run_shards
 from saliqa.pipeline.tables import MAPS_INDEX
@@ -178,6 +179,32 @@ class CropMaps:
         return results
 
 
+@dataclass(frozen=True)
+class ExplainRecipe:
+    """Explain's picklable halves (:class:`~saliqa.pipeline.shards.WorkRecipe`): decode and distort as evaluate
+    did; every map of the crops."""
+
+    classifier: ClassifierSpec
+    quality: QualitySpec
+    plan: CropPlan
+    settings: ExplainSettings
+
+    @property
+    def device(self) -> str:
+        return self.classifier.device
+
+    def prepare(self, position: int, record: dict[str, Any]) -> Prepared:
+        return prepare_crops(position, record, self.plan)
+
+    def build(self) -> ExplainWork:
+        classifier, state = self.classifier.build()
+        maker = CropMaps(classifier, list(state["classes"]), self.quality.build(), self.plan, self.settings)
+        return ExplainWork(maker, Runtime(workers=0), [], None)
+
+    def ready(self, item: Prepared, work: ExplainWork) -> Prepared:
+        return ready_on_device(item, self.plan, work.device)
+
+
 class ExplainWork:
     """The per-image work of explain over ``records`` (sampled, in order), for the shard loop."""
 
@@ -186,7 +213,7 @@ class ExplainWork:
     failure = "attribution failed"
 
     def __init__(
-        self, maker: CropMaps, runtime: Runtime, records: Sequence[dict[str, Any]], maps_dir: Path
+        self, maker: CropMaps, runtime: Runtime, records: Sequence[dict[str, Any]], maps_dir: Path | None
     ) -> None:
         self.maker, self.plan = maker, maker.plan
         self.units = maker.units
@@ -257,9 +284,11 @@ def explain_to_dir(
     runtime: Runtime,
     out: RunLayout,
     meta: dict[str, Any],
+    recipe: ExplainRecipe | None = None,
 ) -> int:
     """Maps of ``records`` into ``maps/`` with their index, resuming finished shards; returns how many were
-    reused. ``meta['fingerprint']`` names the work: maps and parts of other work are thrown away."""
+    reused. ``meta['fingerprint']`` names the work: maps and parts of other work are thrown away. ``recipe``
+    lets the Ray engine build the work's models."""
     shards = Shards(
         out.path(RunLayout.EXPLAIN_PARTS),
         f"{meta['fingerprint']} shard_size={runtime.shard_size} device={work.device.type}",
@@ -271,8 +300,8 @@ def explain_to_dir(
         records.to_dict("records"),
         shards,
         schema=MAPS_INDEX,
-        shard_size=runtime.shard_size,
-        progress=runtime.progress,
+        runtime=runtime,
+        recipe=recipe,
     )
     MAPS_INDEX.write_parts(out.path(RunLayout.MAPS_INDEX), done.parts, meta)
     return done.reused

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from saliqa.config import EvaluateConfig, RunConfig
+from saliqa.config import EngineConfig, EvaluateConfig, RunConfig
 from saliqa.corrupt import CLEAN
 from saliqa.device import resolve_device
 from saliqa.images import DecodePolicy
@@ -73,13 +73,15 @@ class Runtime:
     shard_size: int = 256
     """Images per resumable unit of work."""
     progress: bool = True
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Where the shards run: this process (``local``) or Ray Data (``ray``)."""
 
     @classmethod
     def for_rate(cls, config: RunConfig, progress: bool = True) -> Runtime:
         r = config.rate
-        return cls(resolve_device(r.device), r.batch_size, r.workers, r.shard_size, progress)
+        return cls(resolve_device(r.device), r.batch_size, r.workers, r.shard_size, progress, config.engine)
 
     @classmethod
     def for_evaluate(cls, config: RunConfig, progress: bool = True) -> Runtime:
         e = config.evaluate
-        return cls(resolve_device(e.device), e.batch_size, e.workers, e.shard_size, progress)
+        return cls(resolve_device(e.device), e.batch_size, e.workers, e.shard_size, progress, config.engine)

@@ -25,6 +25,7 @@ from saliqa.errors import StageFailed
 from saliqa.io.atomic import write_text
 from saliqa.io.progress import progress_bar
 from saliqa.io.tables import TableSchema
+from saliqa.pipeline.plan import Runtime
 
 
 @dataclass
@@ -234,6 +235,24 @@ def in_order(items: Iterable[Item], start: int = 0) -> Iterator[Item]:
             following += 1
 
 
+class WorkRecipe(Protocol):
+    """A per-image work as two picklable halves, for an engine whose workers are other processes or machines.
+
+    ``prepare`` is the CPU half (decode, distort): it makes an item from a record with no model. ``build`` makes
+    the live work, its models from their specs, inside the worker that judges; ``ready`` finishes an item there
+    (e.g. distorts it on the models' device). The local loop runs the very same functions in this process.
+    """
+
+    device: str
+    """Where the models run (``cpu``, ``cuda``): a worker that judges reserves a GPU for ``cuda``."""
+
+    def prepare(self, position: int, record: dict[str, Any]) -> Item: ...
+
+    def build(self) -> PerImageWork: ...
+
+    def ready(self, item: Item, work: PerImageWork) -> Item: ...
+
+
 @dataclass
 class ShardsDone:
     """What :func:`run_shards` did: the parts (in order) and how many came from an interrupted run."""
@@ -242,30 +261,55 @@ class ShardsDone:
     reused: int
 
 
+FinishedShards = Iterator[tuple[int, list[Item]]]
+"""Shards as their last item is judged: (shard index, its items in any order)."""
+
+
+def local_shards(
+    work: PerImageWork,
+    pieces: Sequence[Sequence[dict[str, Any]]],
+    todo: list[int],
+    shard_size: int,
+    advance: Callable[[int], None],
+) -> FinishedShards:
+    """The local engine: each shard to do, in order, prepared and judged in this process (and its loaders)."""
+    for index in todo:
+        yield index, list(judged(work, work.prepare(index * shard_size, pieces[index]), advance))
+
+
 def run_shards(
     work: PerImageWork,
     records: Sequence[dict[str, Any]],
     shards: Shards,
     *,
     schema: TableSchema,
-    shard_size: int,
-    progress: bool,
+    runtime: Runtime,
+    recipe: WorkRecipe | None = None,
 ) -> ShardsDone:
-    """Run ``work`` over ``records`` shard by shard into ``shards``' parts (of ``schema``), resuming."""
+    """Run ``work`` over ``records`` shard by shard into ``shards``' parts (of ``schema``), resuming.
+
+    ``runtime`` says how: shard size, progress, and the engine. The Ray engine needs ``recipe``, the work's
+    picklable halves; either engine writes the same parts, so a run killed on one resumes on the other.
+    """
+    shard_size = runtime.shard_size
     pieces = [records[i : i + shard_size] for i in range(0, len(records), shard_size)]
-    guard, reused = FailureGuard(work.label), 0
+    guard, todo = FailureGuard(work.label), []
     try:
-        with progress_bar(work.label, total=len(records) * work.units, enabled=progress) as bar:
+        with progress_bar(work.label, total=len(records) * work.units, enabled=runtime.progress) as bar:
             for index, piece in enumerate(pieces):
                 keys = [[r[column] for column in work.key] for r in piece]
                 if shards.done(index, schema, keys, work.key, work.units):
-                    reused += 1
                     bar.advance(len(piece) * work.units)
-                    continue
-                items = sorted(
-                    judged(work, work.prepare(index * shard_size, piece), bar.advance),
-                    key=lambda item: item.position,
-                )
+                else:
+                    todo.append(index)
+            if runtime.engine.kind == "ray" and todo:
+                from saliqa.pipeline.engines.ray_data import ray_shards
+
+                finished = ray_shards(work, recipe, pieces, todo, runtime.engine, bar.advance)
+            else:
+                finished = local_shards(work, pieces, todo, shard_size, bar.advance)
+            for index, items in finished:
+                items.sort(key=lambda item: item.position)
                 guard.shard(index, items)
                 work.before_commit(index, items)
                 shards.commit(index, schema.frame(row for item in items for row in work.rows(item)), schema)
@@ -276,4 +320,4 @@ def run_shards(
         raise
     finally:
         work.close()
-    return ShardsDone(shards.paths(len(pieces)), reused)
+    return ShardsDone(shards.paths(len(pieces)), len(pieces) - len(todo))

@@ -20,6 +20,7 @@ from saliqa.errors import CheckpointError, ConfigError
 from saliqa.io.hashing import fingerprint
 from saliqa.io.tables import read_provenance, write_table
 from saliqa.iqa.registry import check_quality_model
+from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.evaluation import evaluate_to_dir
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.models import ClassifierSpec, JudgesSpec, QualitySpec
@@ -53,6 +54,7 @@ def baseline_eval(baseline: Path | None) -> Path | None:
 
 
 def _check(config: RunConfig) -> None:
+    check_engine(config.engine)
     resolve_device(config.evaluate.device)
     check_quality_model(config.rate.iqa)
     baseline_eval(config.evaluate.baseline)
@@ -144,7 +146,7 @@ def _evaluate(ctx: StageContext) -> StageReport:
             )
         records = eval_records(layout, ctx.sources.extra_sets)
         runtime = Runtime.for_evaluate(config, ctx.progress)
-        reused = evaluate_to_dir(records, judges, CropPlan.from_config(config), runtime, layout, meta)
+        reused = evaluate_to_dir(records, judges, CropPlan.from_config(config), runtime, layout, meta, spec)
         if reused:
             messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
     table = EVAL.read(layout.eval)

@@ -20,11 +20,13 @@ from saliqa.config import RunConfig, result_settings
 from saliqa.device import resolve_device
 from saliqa.explain.compare import compare_maps, damage_map
 from saliqa.explain.statistics import eval_statistics, summarize_compare
+from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.explanation import (
     QUALITY,
     QUALITY_GRADCAM,
     SOBEL,
     CropMaps,
+    ExplainRecipe,
     ExplainSettings,
     ExplainWork,
     explain_to_dir,
@@ -47,6 +49,7 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 
 
 def _check(config: RunConfig) -> None:
+    check_engine(config.engine)
     resolve_device(config.explain.device)
 
 
@@ -185,11 +188,13 @@ def headline(summary: pd.DataFrame, methods: tuple[str, ...]) -> list[str]:
 def _explain(ctx: StageContext) -> StageReport:
     config, layout, x = ctx.config, ctx.layout, ctx.config.explain
     device = _device(config)
-    classifier, state = ClassifierSpec.of(_checkpoint(ctx), device, ctx.run.hashes).build()
-    quality = QualitySpec.find(config.rate.iqa, device, ctx.run.hashes).build()
+    classifier_spec = ClassifierSpec.of(_checkpoint(ctx), device, ctx.run.hashes)
+    quality_spec = QualitySpec.find(config.rate.iqa, device, ctx.run.hashes)
+    classifier, state = classifier_spec.build()
+    quality = quality_spec.build()
     settings = ExplainSettings(x.methods, x.target, x.grid, x.options, config.seed, x.batch_size)
     plan = explain_plan(config)
-    runtime = Runtime(device, x.batch_size, x.workers, x.shard_size, ctx.progress)
+    runtime = Runtime(device, x.batch_size, x.workers, x.shard_size, ctx.progress, config.engine)
     records = sample_records(ctx)
     meta = ctx.meta("explain", model=quality.fingerprint(), device=device.type)
     maker = CropMaps(classifier, list(state["classes"]), quality, plan, settings)
@@ -197,7 +202,8 @@ def _explain(ctx: StageContext) -> StageReport:
     messages = [
         f"explained {len(records)} image(s) x {len(plan.conditions)} conditions ({', '.join(x.methods)})"
     ]
-    reused = explain_to_dir(records, work, runtime, layout, meta)
+    recipe = ExplainRecipe(classifier_spec, quality_spec, plan, settings)
+    reused = explain_to_dir(records, work, runtime, layout, meta, recipe)
     if reused:
         messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
     summary = _compare(ctx, work, meta)

@@ -25,6 +25,7 @@ from saliqa.errors import ImageRejected
 from saliqa.images import DecodedImage, DecodePolicy, decode_image, reject_status, to_batch
 from saliqa.iqa.base import PatchGrid, QualityModel
 from saliqa.iqa.registry import check_quality_model
+from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import write_map_shard
 from saliqa.pipeline.models import QualitySpec
@@ -70,6 +71,44 @@ def _ordered_map(
         yield pending.popleft().result()
 
 
+def decode_item(position: int, record: dict[str, Any], policy: DecodePolicy) -> _Image:
+    """Rate's CPU half: the record decoded, or why it cannot be (missing, rejected)."""
+    item = _Image(position, record)
+    if record.get("reason"):  # unusable since it was listed (e.g. a name that is not valid UTF-8)
+        item.status, item.reason = "rejected", record["reason"]
+    elif not record.get("present", True):
+        item.status, item.reason = "missing", "file not found"
+    else:
+        try:
+            item.decoded = decode_image(record["path"], policy)
+        except ImageRejected as reject:
+            item.status, item.reason = reject_status(reject.reason), reject.reason
+    return item
+
+
+@dataclass(frozen=True)
+class RateRecipe:
+    """Rate's picklable halves (:class:`~saliqa.pipeline.shards.WorkRecipe`): decode, and the quality model."""
+
+    quality: QualitySpec
+    policy: DecodePolicy
+    batch_size: int
+
+    @property
+    def device(self) -> str:
+        return self.quality.device
+
+    def prepare(self, position: int, record: dict[str, Any]) -> _Image:
+        return decode_item(position, record, self.policy)
+
+    def build(self) -> RateWork:
+        model = self.quality.build()
+        return RateWork(model, Runtime(model.device, self.batch_size, workers=0), self.policy)
+
+    def ready(self, item: _Image, work: RateWork) -> _Image:
+        return item
+
+
 class RateWork:
     """The per-image work of rate: decode (threads), rate equal-size batches, one map shard per shard."""
 
@@ -90,22 +129,10 @@ class RateWork:
             else None
         )
 
-    def _decode(self, numbered: tuple[int, dict[str, Any]]) -> _Image:
-        position, record = numbered
-        item = _Image(position, record)
-        if record.get("reason"):  # unusable since it was listed (e.g. a name that is not valid UTF-8)
-            item.status, item.reason = "rejected", record["reason"]
-        elif not record.get("present", True):
-            item.status, item.reason = "missing", "file not found"
-        else:
-            try:
-                item.decoded = decode_image(record["path"], self.policy)
-            except ImageRejected as reject:
-                item.status, item.reason = reject_status(reject.reason), reject.reason
-        return item
-
     def prepare(self, start: int, records: Sequence[dict[str, Any]]) -> Iterator[_Image]:
-        return _ordered_map(self._decode, enumerate(records), self.pool, self.window)
+        return _ordered_map(
+            lambda numbered: decode_item(*numbered, self.policy), enumerate(records), self.pool, self.window
+        )
 
     def batch_key(self, item: _Image) -> Hashable:
         return item.decoded.array.shape if item.decoded is not None else None
@@ -192,6 +219,7 @@ def _dataset(ctx: StageContext) -> ImageTable:
 
 
 def _check(config: RunConfig) -> None:
+    check_engine(config.engine)
     resolve_device(config.rate.device)
     check_quality_model(config.rate.iqa)
 
@@ -200,10 +228,15 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     return {"images": config_to_dict(config.images), **result_settings(config.rate)}
 
 
-def _quality(ctx: StageContext) -> QualityModel:
-    """The stage's quality model, built once from its spec (the parameter files found now, by hash)."""
+def _spec(ctx: StageContext) -> QualitySpec:
+    """The stage's quality model as a spec: the parameter files found now, by hash."""
     device = Runtime.for_rate(ctx.config).device
-    return ctx.once("quality", lambda: QualitySpec.find(ctx.config.rate.iqa, device, ctx.run.hashes).build())
+    return ctx.once("quality_spec", lambda: QualitySpec.find(ctx.config.rate.iqa, device, ctx.run.hashes))
+
+
+def _quality(ctx: StageContext) -> QualityModel:
+    """The stage's quality model, built once from its spec."""
+    return ctx.once("quality", lambda: _spec(ctx).build())
 
 
 def _inputs(ctx: StageContext) -> dict[str, Any]:
@@ -224,13 +257,14 @@ def _rate(ctx: StageContext) -> StageReport:
     )
     maps.mkdir(parents=True, exist_ok=True)
     records = table.frame.sort_values("image_id", kind="stable").to_dict("records")
+    policy = decode_policy(config)
     done = run_shards(
-        RateWork(model, runtime, decode_policy(config), maps),
+        RateWork(model, runtime, policy, maps),
         records,
         shards,
         schema=RATINGS,
-        shard_size=runtime.shard_size,
-        progress=ctx.progress,
+        runtime=runtime,
+        recipe=RateRecipe(_spec(ctx), policy, runtime.batch_size),
     )
     frames = [RATINGS.read(part) for part in done.parts]
     ratings = pd.concat(frames, ignore_index=True) if frames else RATINGS.empty()

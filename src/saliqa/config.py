@@ -382,8 +382,9 @@ class EngineConfig(_Section):
     """CPUs each model actor reserves (its intra-op threads)."""
     gpus_per_model_worker: float = Field(1.0, gt=0, json_schema_extra=RUNTIME)
     """GPUs each model actor reserves when the stage's device is CUDA (fractions share one GPU)."""
-    prepare_batch: int = Field(8, ge=1, json_schema_extra=RUNTIME)
-    """Images each CPU task decodes (and distorts) in one go."""
+    prepare_batch: int = Field(4, ge=1, json_schema_extra=RUNTIME)
+    """Images each CPU task decodes (and distorts) in one go: Ray's unit of scheduling, so small enough that
+    every worker gets several."""
 
 
 class RunConfig(_Section):

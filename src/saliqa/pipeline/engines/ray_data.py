@@ -104,7 +104,7 @@ def ray_shards(
             fn_constructor_kwargs={"recipe": recipe},
             batch_size=work.batch_images,
             batch_format="numpy",
-            concurrency=engine.model_workers,
+            compute=ray.data.ActorPoolStrategy(size=engine.model_workers),
             **actor,
         )
     )

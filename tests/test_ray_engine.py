@@ -12,6 +12,7 @@ from conftest import assert_same_run, make_folder_dataset
 from test_rate import _config as rate_config
 from test_rate import _interrupt
 
+from saliqa.cli import main
 from saliqa.config import config_from_dict, config_to_dict
 from saliqa.errors import ConfigError
 from saliqa.pipeline.run import run_pipeline, stage_states
@@ -126,7 +127,7 @@ def test_a_run_killed_on_the_local_engine_resumes_on_ray(
 
 
 def test_ray_engine_without_ray_says_how_to_install_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import builtins
 
@@ -142,3 +143,6 @@ def test_ray_engine_without_ray_says_how_to_install_it(
     values["engine"] = {"kind": "ray"}
     with pytest.raises(ConfigError, match=r"pip install 'saliqa\[ray\]'"):
         run_pipeline(config_from_dict(values), tmp_path / "run", progress=False)
+    assert main(["run", "--out", str(tmp_path / "cli"), "--engine", "ray", "-q"]) != 0
+    error = capsys.readouterr().err
+    assert "pip install 'saliqa[ray]'" in error and not (tmp_path / "cli" / "ratings.parquet").exists()

@@ -78,6 +78,8 @@ def test_ray_makes_the_local_tables_row_for_row(
     shutil.copytree(local, on_ray)
     for stage in PER_IMAGE:  # redo the per-image stages (and only them) on Ray
         (on_ray / "stages" / f"{stage}.json").unlink()
+    for made in ("ratings.parquet", "eval.parquet", "maps/index.parquet"):
+        (on_ray / made).unlink()  # evaluate would keep an eval.parquet of the same work
     on_ray_work = []
 
     def recorded(work: object, *args: object) -> object:

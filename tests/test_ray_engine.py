@@ -73,6 +73,7 @@ def test_ray_makes_the_local_tables_row_for_row(
     tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_folder_dataset(tmp_path / "dataset", per_class=4, side=112)
+    (root / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")  # one row rejected, either way
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     run_pipeline(_config(root, "local"), local, until="explain", progress=False)
     shutil.copytree(local, on_ray)
@@ -107,6 +108,8 @@ def test_ray_makes_the_local_tables_row_for_row(
             theirs, ours = _sorted(theirs, key), _sorted(ours, key)
         pd.testing.assert_frame_equal(ours, theirs, check_exact=True, obj=name)
     assert (EVAL.read(on_ray / "eval.parquet")["status"] == "ok").all()
+    ratings = RATINGS.read(on_ray / "ratings.parquet").set_index("image_id")
+    assert ratings.loc["coffee/broken.jpg", "status"] == "rejected"
     assert_same_run(on_ray, local)  # ratings, split and patch maps bit for bit
     states = stage_states(_config(root, "ray"), local)
     assert all(s.state == "up to date" for s in states[: len(PER_IMAGE) + 2]), states

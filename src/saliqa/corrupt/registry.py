@@ -25,6 +25,7 @@ from saliqa.corrupt import blur, digital, noise, snow, spatter, weather
 from saliqa.corrupt.filters import CPU_CHUNK
 from saliqa.errors import CorruptionError
 from saliqa.seeding import rng_for
+from saliqa.threads import parallel_map
 
 __all__ = [
     "CLEAN",
@@ -265,32 +266,59 @@ def corrupt_batch(
         return torch.empty(images.shape, dtype=images.dtype, device=images.device)
     if images.dtype in (torch.float16, torch.bfloat16):  # not every op (FFT, ...) has a half kernel
         return corrupt_batch(images.float(), name, severity, seed=seed, image_ids=ids).to(images.dtype)
-    on_cpu = images.device.type == "cpu"  # in pieces there: no value changes, each image has its own draws
-    per_chunk = max(1, CPU_CHUNK // images[0].numel()) if on_cpu else len(images)
-    parts = [
-        _corrupt_chunk(
-            entry, images[start : start + per_chunk], int(severity), seed, ids[start : start + per_chunk]
-        )
-        for start in range(0, len(images), per_chunk)
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    out = torch.empty_like(images)  # the input's memory format: no transposing copies on the way out
+    if images.device.type != "cpu":
+        _corrupt_chunk(entry, images, int(severity), seed, ids, out)
+    else:
+        _corrupt_on_cpu(entry, images, int(severity), seed, ids, out)
+    return out
+
+
+def _corrupt_on_cpu(
+    entry: Corruption, images: torch.Tensor, severity: int, seed: int, ids: list[object], out: torch.Tensor
+) -> None:
+    """The batch in image-sized pieces spread over the cores, each piece's ops on one thread.
+
+    Pieces keep float64 temporaries inside the caches, and whole pieces per core need no barrier between
+    threads, which a loaded machine would make wait at every op (see :mod:`saliqa.threads`). No value
+    changes: each image has its own draws and is computed alike in any piece.
+    """
+    per_piece = max(1, CPU_CHUNK // images[0].numel())
+
+    def piece(start: int) -> None:
+        stop = start + per_piece
+        _corrupt_chunk(entry, images[start:stop], severity, seed, ids[start:stop], out[start:stop])
+
+    parallel_map(piece, range(0, len(images), per_piece))
 
 
 def _corrupt_chunk(
-    entry: Corruption, images: torch.Tensor, severity: int, seed: int, ids: list[object]
-) -> torch.Tensor:
+    entry: Corruption, images: torch.Tensor, severity: int, seed: int, ids: list[object], dest: torch.Tensor
+) -> None:
+    """Corrupt ``images`` into ``dest`` (same shape and dtype), converting to and from levels on the way."""
     exact = images.dtype == torch.uint8
     with torch.no_grad():
         if entry.on_levels:  # the reference runs these on the PIL image: uint8 in, uint8 out
-            levels = images if exact else (images * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+            levels = images if exact else _to_levels(images)
             out = entry.apply(levels, severity, _draws(entry, levels, severity, seed, ids))
-            return out if exact else out.to(images.dtype).div_(255.0)
+            dest.copy_(out)
+            if not exact:
+                dest.div_(255.0)
+            return
         contiguous = torch.contiguous_format
         x = images.to(torch.float64, memory_format=contiguous) if exact else (images * 255.0).contiguous()
         out = entry.apply(x, severity, _draws(entry, x, severity, seed, ids))
         if exact:
-            return out.to(torch.uint8)  # truncation of values in [0, 255], as np.uint8 does
-        return torch.floor(out).div_(255.0).to(images.dtype)
+            dest.copy_(out)  # truncation of values in [0, 255], as np.uint8 does
+        elif out.dtype == dest.dtype:
+            torch.floor(out, out=dest).div_(255.0)
+        else:
+            dest.copy_(torch.floor(out).div_(255.0))
+
+
+def _to_levels(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> the nearest uint8 levels (ties to even), clipped to [0, 255]."""
+    return torch.mul(images, 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def corrupt(

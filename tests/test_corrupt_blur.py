@@ -148,6 +148,26 @@ def test_gaussian_taps_are_scipys() -> None:
         np.testing.assert_array_equal(taps, gaussian_filter1d(impulse, sigma, mode="constant"))
 
 
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror", "wrap"])
+def test_gaussian_filter_tensor_port_is_scipy_bit_for_bit(photos: dict[str, np.ndarray], mode: str) -> None:
+    """The CPU calls scipy itself; other devices run the tensor port, held here to scipy's own numbers in
+    float64 and float32 (scipy sums in double and stores each axis in the input's dtype), with per-axis
+    sigmas, a skipped axis and elastic_transform's truncate 3."""
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+
+    from saliqa.corrupt.filters import gaussian_filter, gaussian_filter_tensor
+
+    image = corruption_helpers.crop(photos["astronaut"], 61, 83).transpose(2, 0, 1) / 255.0
+    for dtype in (np.float64, np.float32):
+        planes = np.ascontiguousarray(image, dtype=dtype)
+        for sigma, truncate in (((2.0, 2.0), 4.0), ((0.7, 3.5), 4.0), ((0.0, 1.5), 4.0), ((3.75, 5.0), 3.0)):
+            want = scipy_gaussian(planes, (0.0, *sigma), mode=mode, truncate=truncate)
+            for filter_ in (gaussian_filter, gaussian_filter_tensor):
+                got = filter_(torch.from_numpy(planes), sigma, mode=mode, truncate=truncate).numpy()
+                assert got.dtype == dtype
+                np.testing.assert_array_equal(got, want, err_msg=f"{filter_.__name__} {sigma} {dtype}")
+
+
 # ---------------------------------------------------------------- motion_blur, fed our angle
 
 

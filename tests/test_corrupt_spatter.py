@@ -247,3 +247,20 @@ def test_the_draw_is_the_image_sized_layer_from_its_own_stream() -> None:
         assert isinstance(a, np.ndarray) and a.shape == (40, 52) and a.dtype == np.float64
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, np.random.default_rng(5).normal(loc, scale, (40, 52)))
+
+
+@pytest.mark.parametrize("severity", [1, 3])
+def test_the_cpu_opencv_chain_and_the_tensor_port_give_the_same_batch(
+    photos: dict[str, np.ndarray], severity: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU shades through cv2 itself; with cv2 hidden, the port (what other devices run) gives the
+    same pixels on both paths."""
+    from saliqa.corrupt import spatter as spatter_module
+
+    batch = _photo_batch(photos)
+    ids = ["x", "y", "z"]
+    with_cv2 = [corrupt_batch(b, "spatter", severity, seed=4, image_ids=ids) for b in (batch, batch / 255.0)]
+    monkeypatch.setattr(spatter_module, "_opencv", lambda: None)
+    ported = [corrupt_batch(b, "spatter", severity, seed=4, image_ids=ids) for b in (batch, batch / 255.0)]
+    for ours, port in zip(with_cv2, ported, strict=True):
+        assert torch.equal(ours, port)

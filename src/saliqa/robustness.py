@@ -10,17 +10,30 @@ is either another saliqa run (its ``eval.parquet``: same images, same on-the-fly
 is exact) or the published AlexNet errors on the released ImageNet-C files. Those files were made from
 256-resized, 224-cropped ImageNet images saved as JPEG, while saliqa distorts each image at full size and
 then crops, so scores against AlexNet are approximate and flagged so.
+
+An eval table may be given as a frame or as the path of its parquet file; a file is read five columns and one
+row group at a time (errors are counted per condition as it goes), never whole.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from saliqa.corrupt import CLEAN, CORRUPTIONS, SEVERITIES, corruption_names
+from saliqa.io.tables import iter_row_groups
+from saliqa.stats import condition_codes
+
+EvalSource = pd.DataFrame | str | Path
+"""An eval table: the frame, or the path of its parquet file (read in a streaming way)."""
+
+_KEYS = ["set", "corruption", "severity"]
 
 __all__ = [
     "ROBUSTNESS_COLUMNS",
@@ -58,13 +71,51 @@ def alexnet_errors() -> pd.DataFrame:
         return pd.read_csv(path, comment="#").astype({"corruption": str, "severity": "int64"})
 
 
-def top1_errors(frame: pd.DataFrame) -> pd.DataFrame:
-    """Top-1 error per (set, corruption, severity) of an eval table, over its rows with status "ok"."""
-    ok = frame[frame["status"] == "ok"]
-    errors = 1.0 - ok.groupby(["set", "corruption", "severity"], sort=False)["top1"].mean().astype(float)
+def top1_errors(table: EvalSource) -> pd.DataFrame:
+    """Top-1 error per (set, corruption, severity) of an eval table, over its rows with status "ok"; conditions
+    in the order their first ok row appears."""
+    if not isinstance(table, pd.DataFrame):
+        return _file_top1_errors(table)
+    ok = table[table["status"] == "ok"]
+    errors = 1.0 - ok.groupby(_KEYS, sort=False)["top1"].mean().astype(float)
     return (
         errors.rename("top1_error").reset_index().astype({"set": str, "corruption": str, "severity": "int64"})
     )
+
+
+def _file_top1_errors(path: str | Path) -> pd.DataFrame:
+    """:func:`top1_errors` of the table at ``path``: top-1 hits and counts per condition summed row group by
+    row group (the mean of a boolean column is its exact count of hits over its count of values)."""
+    found: dict[tuple[str, str, int], int] = {}
+    hits, counts = np.zeros(0), np.zeros(0)
+    for group in iter_row_groups(path, [*_KEYS, "status", "top1"]):
+        keep = pc.and_(pc.equal(group.column("status"), "ok"), _named(group))
+        ok = group.filter(pc.fill_null(keep, False))
+        codes = condition_codes(ok, found)
+        top1 = ok.column("top1")
+        valid = pc.is_valid(top1).to_numpy(zero_copy_only=False)
+        hit = pc.fill_null(top1, False).to_numpy(zero_copy_only=False) & valid
+        hits = _add(hits, np.bincount(codes, weights=hit, minlength=len(found)))
+        counts = _add(counts, np.bincount(codes, weights=valid, minlength=len(found)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        errors = 1.0 - hits / counts
+    rows = [(s, c, v, float(e)) for (s, c, v), e in zip(found, errors, strict=True)]
+    frame = pd.DataFrame(rows, columns=[*_KEYS, "top1_error"])
+    return frame.astype({"set": str, "corruption": str, "severity": "int64", "top1_error": float})
+
+
+def _named(group: pa.Table) -> pa.ChunkedArray:
+    """Rows whose condition is complete (pandas' group-by leaves out rows with a missing key)."""
+    valid = [pc.is_valid(group.column(k)) for k in _KEYS]
+    return pc.and_(pc.and_(valid[0], valid[1]), valid[2])
+
+
+def _add(total: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Running sums per condition, grown as new conditions appear."""
+    out = np.zeros(max(len(total), len(more)))
+    out[: len(total)] += total
+    out[: len(more)] += more
+    return out
 
 
 def _lookup(errors: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -119,11 +170,11 @@ def _mean_row(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def corruption_errors(
-    model: pd.DataFrame, reference: pd.DataFrame | None = None, *, reference_name: str = "baseline"
+    model: EvalSource, reference: EvalSource | None = None, *, reference_name: str = "baseline"
 ) -> pd.DataFrame:
     """CE and relative CE per set and corruption, then the set's mCE row, against ``reference``.
 
-    ``model`` and ``reference`` are eval tables (``eval.parquet``); a set is scored against the reference's
+    ``model`` and ``reference`` are eval tables (``eval.parquet``, as frames or paths); a set is scored against the reference's
     set of the same name. With ``reference=None`` the published AlexNet ImageNet-C errors are the
     reference, rows are flagged ``approximate`` and corruptions without published errors are left out.
     Severities missing on either side are left out of the sums (``severities`` lists those used; ``complete``

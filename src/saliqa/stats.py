@@ -4,18 +4,30 @@ The study plotted accuracy and mean quality per corruption and severity without 
 of one point could not be told from noise. Every interval here is a percentile bootstrap of the mean whose
 random stream depends only on (seed, set, corruption, severity, metric): a condition's numbers do not
 change when other conditions are added, removed or reordered, nor when its rows arrive in another order.
+
+:func:`summarize_eval_file` gives the same summary from the table on disk without reading it whole into pandas:
+one pass over the three key columns numbers the conditions, then passes over the seven columns a summary needs
+each keep the rows of a run of whole conditions (a million rows at most), one row group read at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from saliqa.corrupt import CLEAN
+from saliqa.io.tables import NULLABLE, column_names, iter_row_groups
 from saliqa.seeding import rng_for
 
 # Upper bound on resampled indices held at once; keeps memory near 2 x 64 MB whatever n_boot x n is.
 _MAX_INDICES = 8_000_000
+# Upper bound on eval rows read from a file at once (whole conditions, seven columns: about 80 MB).
+_ROWS_IN_MEMORY = 1_000_000
 
 # eval column (also the rng key and the prefix of the interval columns) -> summary column of the mean
 METRICS: dict[str, str] = {
@@ -65,7 +77,9 @@ _DTYPES: dict[str, object] = {
     **{c: "float64" for c in SUMMARY_COLUMNS[5:]},
 }
 
+_KEYS = ("set", "corruption", "severity")
 _REQUIRED = ("image_id", "corruption", "severity", "set", "status", *METRICS)
+_CONDITION_COLUMNS = ["image_id", "status", *METRICS]
 _MAIN_SET = "val"
 
 
@@ -111,13 +125,20 @@ def bootstrap_mean_ci(
     return (mean, float(lo), float(hi))
 
 
-def _check_columns(frame: pd.DataFrame) -> None:
-    missing = [c for c in _REQUIRED if c not in frame.columns]
+def _check_names(columns: Iterable[str]) -> None:
+    missing = [c for c in _REQUIRED if c not in set(columns)]
     if missing:
         raise ValueError(f"eval table lacks columns {missing}; pass the evaluate stage's eval.parquet")
-    blank = [c for c in ("set", "corruption", "severity") if frame[c].isna().any()]
+
+
+def _check_blank(blank: list[str]) -> None:
     if blank:
         raise ValueError(f"eval table has empty {blank} in some rows; every row must name its condition")
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    _check_names(frame.columns)
+    _check_blank([c for c in _KEYS if frame[c].isna().any()])
 
 
 def _metric_values(rows: pd.DataFrame, column: str) -> np.ndarray:
@@ -129,17 +150,23 @@ def _metric_values(rows: pd.DataFrame, column: str) -> np.ndarray:
     return values[np.lexsort((values, ids))]
 
 
-def _condition_order(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
-    """Conditions in report order: set val first, then clean, corruptions as first seen, severity up."""
-    corr_first = {c: i for i, c in enumerate(pd.unique(frame["corruption"].astype(str)))}
-    keys = frame[["set", "corruption", "severity"]].drop_duplicates()
-    conditions = [(str(s), str(c), int(v)) for s, c, v in keys.itertuples(index=False)]
+def _report_order(conditions: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Distinct conditions, given in the order their rows first appear, in report order: set val first, then
+    clean, corruptions as first seen, severity up."""
+    seen = list(dict.fromkeys(conditions))
+    corr_first = {c: i for i, c in enumerate(dict.fromkeys(c for _, c, _ in seen))}
 
     def sort_key(cond: tuple[str, str, int]) -> tuple:
         s, c, v = cond
         return (s != _MAIN_SET, s, c != CLEAN, corr_first[c], v)
 
-    return sorted(set(conditions), key=sort_key)
+    return sorted(seen, key=sort_key)
+
+
+def _condition_order(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """The frame's conditions in report order."""
+    keys = frame[list(_KEYS)].drop_duplicates()
+    return _report_order((str(s), str(c), int(v)) for s, c, v in keys.itertuples(index=False))
 
 
 def _summarize_condition(
@@ -186,4 +213,87 @@ def summarize_eval(
         _summarize_condition(groups.get_group(cond), cond, seed=seed, n_boot=n_boot, level=level)
         for cond in _condition_order(keyed)
     ]
+    return pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS)).astype(_DTYPES)
+
+
+def condition_codes(group: pa.Table, found: dict[tuple[str, str, int], int]) -> np.ndarray:
+    """The condition code of each row of ``group`` (a table with set, corruption and severity, none missing),
+    numbering the conditions not ``found`` before in the order their rows first appear (a dictionary encoding
+    keeps that order; arrow's multi-key group-by does not)."""
+    severity = pc.cast(group.column("severity"), pa.string())
+    key = pc.binary_join_element_wise(group.column("set"), group.column("corruption"), severity, "\x1f")
+    encoded = key.combine_chunks().dictionary_encode() if group.num_rows else pa.array([]).dictionary_encode()
+    local = []
+    for text in encoded.dictionary.to_pylist():
+        s, c, v = text.split("\x1f")
+        local.append(found.setdefault((s, c, int(v)), len(found)))
+    return np.asarray(local, dtype=np.int32)[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+class ConditionIndex:
+    """Which condition each row of an eval table on disk belongs to, from one pass over its key columns.
+
+    ``conditions`` are the distinct (set, corruption, severity) in the order their rows first appear, ``counts``
+    their rows; one small integer per row is kept (4 bytes), so later passes read only value columns and pick
+    a condition's rows by code, without comparing strings again.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        found: dict[tuple[str, str, int], int] = {}
+        self.codes: list[np.ndarray] = []
+        for group in iter_row_groups(path, list(_KEYS)):
+            _check_blank([c for c in _KEYS if group.column(c).null_count])
+            self.codes.append(condition_codes(group, found))
+        self.conditions = list(found)
+        self.counts = np.zeros(len(found), dtype=np.int64)
+        for codes in self.codes:
+            self.counts += np.bincount(codes, minlength=len(found))
+
+    def rows(self, wanted: list[int], columns: list[str]) -> Iterator[tuple[int, pd.DataFrame]]:
+        """(code, rows) of each condition in ``wanted``, in that order, ``columns`` only, from one pass."""
+        keep = np.zeros(len(self.conditions), dtype=bool)
+        keep[wanted] = True
+        parts, codes = [], []
+        for group, group_codes in zip(iter_row_groups(self.path, columns), self.codes, strict=True):
+            mask = keep[group_codes]
+            parts.append(group.filter(pa.array(mask)))
+            codes.append(group_codes[mask])
+        frame = pa.concat_tables(parts).to_pandas(types_mapper=NULLABLE.get)
+        del parts
+        groups = frame.groupby(np.concatenate(codes), sort=False)
+        for code in wanted:
+            yield code, groups.get_group(code)
+
+    def batches(self, order: list[int], budget: int) -> Iterator[list[int]]:
+        """``order`` cut into runs of conditions of at most ``budget`` rows together (one when it alone is
+        more): one pass over the file per run."""
+        run: list[int] = []
+        rows = 0
+        for code in order:
+            if run and rows + self.counts[code] > budget:
+                yield run
+                run, rows = [], 0
+            run.append(code)
+            rows += int(self.counts[code])
+        if run:
+            yield run
+
+
+def summarize_eval_file(
+    path: str | Path, *, seed: int, n_boot: int = 1000, level: float = 0.95, budget: int = _ROWS_IN_MEMORY
+) -> pd.DataFrame:
+    """:func:`summarize_eval` of the eval table at ``path``, the same numbers to the bit, holding seven columns
+    of at most ``budget`` rows (whole conditions) at a time instead of the whole table in pandas."""
+    _check_names(column_names(path))
+    index = ConditionIndex(path)
+    if not index.conditions:
+        return _empty_summary()
+    position = {cond: code for code, cond in enumerate(index.conditions)}
+    order = [position[cond] for cond in _report_order(index.conditions)]
+    records = []
+    for run in index.batches(order, budget):
+        for code, rows in index.rows(run, _CONDITION_COLUMNS):
+            cond = index.conditions[code]
+            records.append(_summarize_condition(rows, cond, seed=seed, n_boot=n_boot, level=level))
     return pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS)).astype(_DTYPES)

@@ -9,15 +9,20 @@
   picture-quality drop with the drop of the true-class probability.
 - ``compare`` summaries: the mean of each agreement number over images, with the baselines beside it.
 
-Resampling draws images, not rows, so an image's conditions stay together.
+Resampling draws images, not rows, so an image's conditions stay together. :func:`eval_statistics_file` reads
+one set's ok rows, six columns, at a time from the eval table on disk, never the whole table.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 from scipy.stats import rankdata
 
+from saliqa.io.tables import iter_row_groups, read_frame
 from saliqa.seeding import rng_for
 from saliqa.stats import bootstrap_mean_ci
 
@@ -159,15 +164,44 @@ def quality_prob_drop(rows: pd.DataFrame, eval_set: str, n_boot: int, seed: int)
     return out
 
 
+STATS_INPUT = ["image_id", "corruption", "severity", "top1", "quality", "prob_true"]
+"""The eval columns the statistics use (besides ``set`` and ``status``)."""
+
+
+def _set_statistics(part: pd.DataFrame, eval_set: str, n_boot: int, seed: int) -> list[dict]:
+    part = part.reset_index(drop=True)
+    return [
+        *condition_correlations(part, eval_set, n_boot, seed),
+        *quality_error_auc(part, eval_set, n_boot, seed),
+        *quality_prob_drop(part, eval_set, n_boot, seed),
+    ]
+
+
 def eval_statistics(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """stats.parquet from an eval table (rows with status ok), per set."""
     rows = []
     ok = table[table["status"] == "ok"]
     for eval_set, part in ok.groupby("set", sort=True):
-        part = part.reset_index(drop=True)
-        rows += condition_correlations(part, eval_set, n_boot, seed)
-        rows += quality_error_auc(part, eval_set, n_boot, seed)
-        rows += quality_prob_drop(part, eval_set, n_boot, seed)
+        rows += _set_statistics(part, eval_set, n_boot, seed)
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)
+
+
+def _ok_sets(path: str | Path) -> list[str]:
+    """The sets with an ok row, sorted, from a pass over two columns one row group at a time."""
+    sets: set[str] = set()
+    for group in iter_row_groups(path, ["set", "status"]):
+        ok = group.filter(pc.fill_null(pc.equal(group.column("status"), "ok"), False))
+        sets.update(s for s in pc.unique(ok.column("set")).to_pylist() if s is not None)
+    return sorted(sets)
+
+
+def eval_statistics_file(path: str | Path, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`eval_statistics` of the eval table at ``path``, the same numbers, holding one set's ok rows (six
+    columns, in file order) at a time."""
+    rows = []
+    for eval_set in _ok_sets(path):
+        part = read_frame(path, STATS_INPUT, where={"set": eval_set, "status": "ok"})
+        rows += _set_statistics(part, eval_set, n_boot, seed)
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 

@@ -4,23 +4,29 @@ A :class:`TableSchema` is the single declaration of a table's columns and types:
 it, frames are written through it, the file is read back through it, and an empty table has its columns and
 dtypes too. Booleans and integers that may be missing read back as pandas' nullable dtypes. Provenance (the
 stage, fingerprint, settings and versions that made a table) rides in the parquet schema's metadata.
+
+Big tables (``eval.parquet`` holds a row per image and condition) are never needed whole: readers name the
+columns they use, keep only the rows they need while the file is read (:func:`read_frame` with ``where``) or go through it
+one row group at a time (:func:`iter_row_groups`), so memory follows what a summary needs, not the file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from saliqa.io.atomic import atomic_path
 
 PROVENANCE_KEY = b"saliqa.provenance"
-_NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+"""Arrow types read back as pandas' nullable dtypes (a boolean or an integer may be missing)."""
 
 
 def _with_provenance(schema: pa.Schema, meta: dict[str, Any] | None) -> pa.Schema:
@@ -52,14 +58,17 @@ class TableSchema:
     def frame(self, rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         """Rows as a frame of this table's columns and dtypes (nullable where a value may be missing)."""
         table = pa.Table.from_pylist(list(rows), schema=self.arrow)
-        return table.to_pandas(types_mapper=_NULLABLE.get)
+        return table.to_pandas(types_mapper=NULLABLE.get)
 
     def empty(self) -> pd.DataFrame:
         return self.frame([])
 
-    def read(self, path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-        """The table at ``path`` with this schema's dtypes (only ``columns``, when given)."""
-        return pq.read_table(path, columns=columns).to_pandas(types_mapper=_NULLABLE.get)
+    def read(
+        self, path: str | Path, columns: list[str] | None = None, where: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """The table at ``path`` with this schema's dtypes (only ``columns``, and only the rows equal to ``where``,
+        when given)."""
+        return read_frame(path, columns, where)
 
     def write(self, path: str | Path, frame: pd.DataFrame, meta: dict[str, Any] | None = None) -> None:
         """Write ``frame`` (this schema's columns) atomically, with ``meta`` as its provenance."""
@@ -90,6 +99,44 @@ def write_parts(
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
             writer.write_table(pq.read_table(part, schema=schema))
+
+
+def read_frame(
+    path: str | Path, columns: list[str] | None = None, where: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """A parquet table as a frame with nullable dtypes: only ``columns`` when given, and only the rows whose
+    values equal ``where``'s (column -> value), kept one row group at a time while the file is read (in file
+    order), so memory holds the result and one row group, never the whole file."""
+    if not where:
+        return pq.read_table(path, columns=columns).to_pandas(types_mapper=NULLABLE.get)
+    wanted = columns if columns is not None else column_names(path)
+    needed = list(dict.fromkeys([*wanted, *where]))
+    parts = [group.filter(_matches(group, where)).select(wanted) for group in iter_row_groups(path, needed)]
+    schema = pq.read_schema(path)
+    table = pa.concat_tables(parts) if parts else schema.empty_table().select(wanted)
+    return table.to_pandas(types_mapper=NULLABLE.get)
+
+
+def _matches(group: pa.Table, where: dict[str, Any]) -> pa.ChunkedArray | pa.Array:
+    """Rows of ``group`` equal to every value of ``where`` (a missing value matches nothing)."""
+    mask = None
+    for column, value in where.items():
+        equal = pc.fill_null(pc.equal(group.column(column), pa.scalar(value)), False)
+        mask = equal if mask is None else pc.and_(mask, equal)
+    return mask
+
+
+def iter_row_groups(path: str | Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of a parquet table in file order, ``columns`` only, one row group at a time: a pass over a
+    table of any size holds one row group of the named columns, and two passes see the same groups."""
+    with pq.ParquetFile(path) as handle:
+        for group in range(handle.num_row_groups):
+            yield handle.read_row_group(group, columns=columns)
+
+
+def column_names(path: str | Path) -> list[str]:
+    """The columns of a parquet table, from its footer."""
+    return list(pq.read_schema(path).names)
 
 
 def read_provenance(path: str | Path) -> dict[str, Any] | None:

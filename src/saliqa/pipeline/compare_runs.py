@@ -10,11 +10,14 @@ import pandas as pd
 
 from saliqa.errors import RunDirError
 from saliqa.io.atomic import write_text
+from saliqa.io.tables import read_frame
 from saliqa.pipeline.layout import RunLayout
 from saliqa.report.explain_figures import plot_runs
 from saliqa.report.html import Report, Section, figure_of, render_report, table_of
 
 CONDITION = ["set", "corruption", "severity"]
+AGREEMENT = [*CONDITION, "method", "n", "mean", "lo", "hi", "shuffled", "sobel"]
+"""The columns of compare_summary.parquet this page shows (its rows with the damage map and CC only)."""
 
 
 def _names(runs: list[Path]) -> list[str]:
@@ -37,9 +40,8 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
         summaries[name] = pd.read_parquet(layout.summary)
         compare = layout.path(RunLayout.COMPARE_SUMMARY)
         if compare.is_file():
-            rows = pd.read_parquet(compare)
-            agreement[name] = rows[(rows["reference"] == "damage") & (rows["metric"] == "cc")
-                                   & ~rows["method"].str.startswith("baseline:")]  # fmt: skip
+            rows = read_frame(compare, AGREEMENT, where={"reference": "damage", "metric": "cc"})
+            agreement[name] = rows[~rows["method"].str.startswith("baseline:")]
     accuracy = pd.concat([s.assign(run=name) for name, s in summaries.items()], ignore_index=True)
     accuracy = accuracy[
         ["run", *CONDITION, "n", "top1_acc", "top1_lo", "top1_hi", "mean_quality", "quality_lo", "quality_hi"]

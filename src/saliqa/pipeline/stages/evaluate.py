@@ -18,7 +18,7 @@ from saliqa.data.readers import ImageTable
 from saliqa.device import resolve_device
 from saliqa.errors import CheckpointError, ConfigError
 from saliqa.io.hashing import fingerprint
-from saliqa.io.tables import read_provenance, write_table
+from saliqa.io.tables import iter_row_groups, read_provenance, write_table
 from saliqa.iqa.registry import check_quality_model
 from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.evaluation import evaluate_to_dir
@@ -28,14 +28,13 @@ from saliqa.pipeline.plan import CropPlan, Runtime
 from saliqa.pipeline.runner import Stage, StageContext, StageReport
 from saliqa.pipeline.sources import listing_identity
 from saliqa.pipeline.stages.split import split_records
-from saliqa.pipeline.tables import EVAL
 from saliqa.report.eval_figures import (
     plot_corruption_curves,
     plot_corruption_heatmap,
     plot_corruption_overview,
 )
 from saliqa.robustness import corruption_errors
-from saliqa.stats import summarize_eval
+from saliqa.stats import summarize_eval_file
 
 SUMMARY_ONLY = ("bootstrap", "baseline", "alexnet_reference")
 """Settings that change the summary, figures and robustness scores but no row of eval.parquet."""
@@ -149,31 +148,51 @@ def _evaluate(ctx: StageContext) -> StageReport:
         reused = evaluate_to_dir(records, judges, CropPlan.from_config(config), runtime, layout, meta, spec)
         if reused:
             messages.append(f"resumed: {reused} shard(s) reused from an interrupted run")
-    table = EVAL.read(layout.eval)
-    summary = summarize_eval(table, seed=config.seed, n_boot=e.bootstrap)
+    summary = summarize_eval_file(layout.eval, seed=config.seed, n_boot=e.bootstrap)
     summary_meta = {**meta, "fingerprint": ctx.fingerprint, "bootstrap": e.bootstrap}
     write_table(layout.summary, summary, summary_meta)
     _evaluation_figures(config, layout, summary, judge=config.rate.iqa.upper())
-    messages += _robustness(config, layout, table, {**summary_meta, "baseline_sha256": _baseline_sha256(ctx)})
+    messages += _robustness(config, layout, {**summary_meta, "baseline_sha256": _baseline_sha256(ctx)})
     messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
-    counts = table["status"].value_counts().to_dict()
+    counts = status_counts(layout.eval)
     messages.append("eval rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return StageReport(messages)
 
 
-def _robustness(config: RunConfig, layout: RunLayout, table: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+def status_counts(path: Path) -> dict[str, int]:
+    """Rows per status of an eval table, most first (ties: first seen), counted one row group at a time."""
+    counts: dict[str, int] = {}
+    for group in iter_row_groups(path, ["status"]):
+        for item in group.column("status").value_counts().to_pylist():
+            if item["values"] is not None:
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def image_pairs(path: Path) -> pd.DataFrame:
+    """The distinct (set, image_id) of an eval table: one row per image instead of one per condition."""
+    seen: dict[tuple[str, str], None] = {}
+    for group in iter_row_groups(path, ["set", "image_id"]):
+        pairs = group.group_by(["set", "image_id"], use_threads=False).aggregate([])
+        seen.update(
+            dict.fromkeys(zip(*(pairs.column(k).to_pylist() for k in ("set", "image_id")), strict=True))
+        )
+    return pd.DataFrame(list(seen), columns=["set", "image_id"])
+
+
+def _robustness(config: RunConfig, layout: RunLayout, meta: dict[str, Any]) -> list[str]:
     """robustness.parquet (CE, relative CE, mCE against the baseline run and/or AlexNet) when asked; returns
-    the messages that say where the baseline is not comparable."""
+    the messages that say where the baseline is not comparable. Both eval tables are streamed from disk."""
     e = config.evaluate
     path = layout.path(RunLayout.ROBUSTNESS)
     path.unlink(missing_ok=True)
     baseline = baseline_eval(e.baseline)
     frames, messages = [], []
     if baseline:
-        theirs = EVAL.read(baseline)
-        frames.append(corruption_errors(table, theirs))
-        messages += baseline_differences(config, table, theirs, read_provenance(baseline) or {})
-    frames += [corruption_errors(table)] if e.alexnet_reference else []
+        frames.append(corruption_errors(layout.eval, baseline))
+        ours, theirs = image_pairs(layout.eval), image_pairs(baseline)
+        messages += baseline_differences(config, ours, theirs, read_provenance(baseline) or {})
+    frames += [corruption_errors(layout.eval)] if e.alexnet_reference else []
     if frames:
         scores = pd.concat(frames, ignore_index=True)
         write_table(path, scores, {**meta, "baseline": str(baseline) if baseline else None})
@@ -183,7 +202,8 @@ def _robustness(config: RunConfig, layout: RunLayout, table: pd.DataFrame, meta:
 def baseline_differences(
     config: RunConfig, ours: pd.DataFrame, theirs: pd.DataFrame, made: dict[str, Any]
 ) -> list[str]:
-    """CE is a ratio of errors on the same images under the same corruptions: say where that is not so."""
+    """CE is a ratio of errors on the same images under the same corruptions: say where that is not so.
+    ``ours`` and ``theirs`` need only ``set`` and ``image_id`` (one row per image will do)."""
     notes = []
     their_config = made.get("config") or {}
     if "seed" in their_config and their_config["seed"] != config.seed:

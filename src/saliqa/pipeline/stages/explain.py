@@ -19,7 +19,7 @@ import torch
 from saliqa.config import RunConfig, result_settings
 from saliqa.device import resolve_device
 from saliqa.explain.compare import compare_maps, damage_map
-from saliqa.explain.statistics import eval_statistics, summarize_compare
+from saliqa.explain.statistics import eval_statistics_file, summarize_compare
 from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.explanation import (
     QUALITY,
@@ -93,8 +93,8 @@ def sample_records(ctx: StageContext) -> pd.DataFrame:
     """The images to explain: per evaluation set, a stratified sample of those whose clean crop evaluate
     judged (status ok), with their paths."""
     config = ctx.config
-    table = EVAL.read(ctx.layout.eval, columns=["set", "image_id", "corruption", "status"])
-    judged = table[(table["corruption"] == "none") & (table["status"] == "ok")]
+    clean_ok = {"corruption": "none", "status": "ok"}
+    judged = EVAL.read(ctx.layout.eval, columns=["set", "image_id"], where=clean_ok)
     records = eval_records(ctx.layout, ctx.sources.extra_sets)
     records = records.merge(judged[["set", "image_id"]], on=["set", "image_id"])
     picked = [
@@ -102,6 +102,13 @@ def sample_records(ctx: StageContext) -> pd.DataFrame:
         for eval_set, rows in records.groupby("set", sort=True)
     ]
     return pd.concat(picked, ignore_index=True) if picked else records.iloc[0:0]
+
+
+def change_rows(path: Path, eval_set: str = "val") -> pd.DataFrame:
+    """What the change figure plots: the ok rows of one set, five columns, filtered while the file is read."""
+    where = {"status": "ok", "set": eval_set}
+    columns = ["set", "status", "image_id", "corruption", "quality", "prob_true"]
+    return EVAL.read(path, columns=columns, where=where)
 
 
 def _compare(ctx: StageContext, work: ExplainWork, meta: dict[str, Any]) -> pd.DataFrame:
@@ -210,16 +217,17 @@ def _explain(ctx: StageContext) -> StageReport:
     messages += _degenerate_share(layout, x.methods)
     if work.maker.judge_net is None:
         messages.append(f"the judge's own Grad-CAM: not applicable ({config.rate.iqa} has no gradients)")
-    eval_table = EVAL.read(layout.eval)
     STATS.write(
-        layout.path(RunLayout.STATS), eval_statistics(eval_table, n_boot=x.bootstrap, seed=config.seed), meta
+        layout.path(RunLayout.STATS),
+        eval_statistics_file(layout.eval, n_boot=x.bootstrap, seed=config.seed),
+        meta,
     )
     sanity = None
     if x.sanity:
         val = records[records["set"] == "val"].head(x.sanity_sample)
         sanity = sanity_table(classifier, state, val, plan, settings, x.bootstrap)
         SANITY.write(layout.path(RunLayout.SANITY), SANITY.frame(sanity.to_dict("records")), meta)
-    _figures(ctx, summary, sanity, eval_table, work, settings, records)
+    _figures(ctx, summary, sanity, work, settings, records)
     return StageReport([*messages, *headline(summary, x.methods)])
 
 
@@ -227,7 +235,6 @@ def _figures(
     ctx: StageContext,
     summary: pd.DataFrame,
     sanity: pd.DataFrame | None,
-    eval_table: pd.DataFrame,
     work: ExplainWork,
     settings: ExplainSettings,
     records: pd.DataFrame,
@@ -251,7 +258,7 @@ def _figures(
             )
     if sanity is not None:
         plot_sanity(sanity, layout.path(RunLayout.EXPLAIN_SANITY))
-    plot_change(eval_table, layout.path(RunLayout.EXPLAIN_CHANGE))
+    plot_change(change_rows(layout.eval), layout.path(RunLayout.EXPLAIN_CHANGE))
     if not x.panels:
         return
     index = MAPS_INDEX.read(layout.path(RunLayout.MAPS_INDEX))

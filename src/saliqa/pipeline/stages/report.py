@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from saliqa.config import RunConfig
-from saliqa.io.atomic import write_text
-from saliqa.io.tables import read_provenance
+from saliqa.io.atomic import atomic_path, write_text
+from saliqa.io.tables import iter_row_groups, read_provenance
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.runner import Stage, StageContext, StageReport
 from saliqa.report.html import Report, Section, figure_of, markdown_tables, render_report, table_of
@@ -271,12 +272,27 @@ def write_report(layout: RunLayout, markdown: bool = False) -> Path:
     for name in TABLES:
         path = layout.path(name)
         if path.is_file():
-            write_text(path.with_suffix(".csv"), pd.read_parquet(path).to_csv(index=False))
+            write_csv_twin(path)
     if markdown:
         write_text(layout.path(RunLayout.REPORT_MD), markdown_tables(report))
     page = layout.path(RunLayout.REPORT)
     write_text(page, render_report(report))
     return page
+
+
+def write_csv_twin(path: Path) -> Path:
+    """``path``'s table as CSV next to it, written one row group at a time (eval.parquet may have millions of
+    rows): the same text as ``pd.read_parquet(path).to_csv(index=False)``, since each row group is converted
+    with the file's own schema and pandas metadata."""
+    out = path.with_suffix(".csv")
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        header = True
+        for group in iter_row_groups(path):
+            group.to_pandas().to_csv(handle, index=False, header=header)
+            header = False
+        if header:  # no row group: the columns alone
+            pq.read_schema(path).empty_table().to_pandas().to_csv(handle, index=False)
+    return out
 
 
 def _report(ctx: StageContext) -> StageReport:

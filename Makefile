@@ -23,14 +23,24 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# Each benchmark's output is kept in $(BENCH_LOGS)/<name>.log; a failing or missing one does not stop the others,
+# and the run ends with one table of every headline against its target (benchmarks/summary.py).
+BENCH_LOGS ?= runs/bench_logs
+BENCHES := bench_piqe bench_corrupt bench_evaluate bench_iqa_speed bench_clive bench_explain bench_report \
+	bench_memory bench_scaling
+
 bench: $(STAMP)
-	$(PY) benchmarks/bench_piqe.py
-	$(PY) benchmarks/bench_corrupt.py
-	$(PY) benchmarks/bench_evaluate.py
-	$(PY) benchmarks/bench_iqa_speed.py
-	$(PY) benchmarks/bench_clive.py
-	$(PY) benchmarks/bench_explain.py
-	$(PY) benchmarks/bench_report.py
+	@mkdir -p $(BENCH_LOGS)
+	@for b in $(BENCHES); do \
+		if [ -f benchmarks/$$b.py ]; then \
+			echo "== $$b"; \
+			$(PY) benchmarks/$$b.py 2>&1 | tee $(BENCH_LOGS)/$$b.log; \
+		else \
+			echo "== $$b: benchmarks/$$b.py is not here, skipped" | tee $(BENCH_LOGS)/$$b.log; \
+		fi; \
+	done
+	@echo "== summary"
+	@$(PY) benchmarks/summary.py $(addprefix $(BENCH_LOGS)/,$(addsuffix .log,$(BENCHES))) --expect $(BENCHES)
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

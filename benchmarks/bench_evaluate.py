@@ -1,13 +1,17 @@
-"""Throughput of stage evaluate against a bare model loop, and its peak memory on 200 vs 2,000 images.
+"""Throughput of stage evaluate against a bare loop doing the same work, and its peak memory on 200 vs 2,000 images.
 
 Throughput: image-conditions per second of the evaluate stage's own loop (decoding, distortion and cropping
-in loader workers, overlapped with the models) against a bare loop that only runs the classifier and the
-quality model (and the PSNR / MS-SSIM of each crop against its clean crop) on crops prepared beforehand --
-same images, same conditions, same models, same run.
+in loader workers, overlapped with the models; shards, rows) against a bare loop that does the same work in
+one plain loop: decode, distort and crop each image in the main process, then judge its crops (classifier,
+quality model, PSNR / MS-SSIM against the clean crop) in calls of the same ``--batch`` crops at the same
+torch thread count -- same images, conditions and models. Both are warmed up; the repeats alternate (bare,
+pipeline, bare, ...) so a busy neighbour slows both alike; medians and the spread (min-max) are printed. The
+models alone on prepared crops (same batch size) are printed too: the bound no loop can pass.
 Target: the pipeline reaches at least 0.75 of the bare loop.
 
-Memory: the same loop on 200 and on 2,000 images, each in a fresh process; peak resident memory of the
-main process and of the largest loader worker. Target: 2,000 within 1.5x of 200 (streaming).
+Memory: the evaluate loop on 200 and on 2,000 images (``--memory-crop`` 112 by default, to keep it to a few
+minutes on 2 cores; the images and the distortions are full size), each in a fresh process; peak resident
+memory of the main process and of the largest loader worker. Target: 2,000 within 1.5x of 200.
 
     python benchmarks/bench_evaluate.py --n 48 --device cpu
     python benchmarks/bench_evaluate.py --memory-only --memory-conditions 2
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from headline import headline
 from PIL import Image
 
 from saliqa.classify.models import build_classifier
 from saliqa.corrupt import SELECTIONS, corruption_names
-from saliqa.images import DecodePolicy, read_image
+from saliqa.images import DecodePolicy
 from saliqa.iqa.registry import load_quality_model
 from saliqa.pipeline.crops import image_crops
 from saliqa.pipeline.evaluation import evaluate_records
@@ -88,14 +94,39 @@ def _plan(conds: tuple, on_device: bool = False) -> CropPlan:
     )
 
 
+def _judge_in_batches(judges: Judges, crops: torch.Tensor, labels: torch.Tensor, n: int) -> None:
+    """The judges on ``crops`` in calls of ``judges.batch_size`` crops (whole images), as evaluate calls them."""
+    step = max(1, judges.batch_size // n) * n
+    for start in range(0, len(crops), step):
+        part = crops[start : start + step]
+        clean = torch.arange(len(part)) // n * n
+        judges(part, labels[start : start + step], clean)
+
+
 def bare_loop(records: list[dict], conds: tuple, judges: Judges, device: str) -> float:
-    """Seconds for the models alone on crops prepared (decoded, distorted, cropped) beforehand."""
-    crops = torch.cat([image_crops(r["path"], _plan(conds), r["image_id"]).crops for r in records])
-    labels = torch.tensor([judges.index[r["label"]] for r in records]).repeat_interleave(len(conds))
-    clean = torch.arange(len(crops)) // len(conds) * len(conds)
+    """Seconds for the same work in one plain loop: per batch of images, decode, distort and crop each, then
+    judge the batch's crops (the batch size evaluate uses)."""
+    n = len(conds)
+    per_call = max(1, judges.batch_size // n)
     sync(device)
     start = time.perf_counter()
-    judges(crops, labels, clean)
+    for first in range(0, len(records), per_call):
+        batch = records[first : first + per_call]
+        crops = torch.cat([image_crops(r["path"], _plan(conds), r["image_id"]).crops for r in batch])
+        labels = torch.tensor([judges.index[r["label"]] for r in batch]).repeat_interleave(n)
+        _judge_in_batches(judges, crops, labels, n)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def models_only(records: list[dict], conds: tuple, judges: Judges, device: str) -> float:
+    """Seconds for the judges alone on crops prepared beforehand, at the same batch size."""
+    n = len(conds)
+    crops = torch.cat([image_crops(r["path"], _plan(conds), r["image_id"]).crops for r in records])
+    labels = torch.tensor([judges.index[r["label"]] for r in records]).repeat_interleave(n)
+    sync(device)
+    start = time.perf_counter()
+    _judge_in_batches(judges, crops, labels, n)
     sync(device)
     return time.perf_counter() - start
 
@@ -110,63 +141,104 @@ def pipeline_loop(
     return time.perf_counter() - start
 
 
-def memory_child(folder: str, n: int, n_conditions: int, device: str, workers: int, batch: int) -> None:
+def memory_child(args: argparse.Namespace) -> None:
     """Runs in a fresh process: evaluate ``n`` images, print peak memory (MiB) as JSON."""
-    records = make_images(Path(folder), n)
-    conds = conditions(CORRUPTIONS, (1, 2))[:n_conditions]
-    judges = make_judges(device, batch)
+    records = make_images(Path(args.folder), args.n)
+    conds = conditions(CORRUPTIONS, (1, 2))[: args.n_conditions]
+    judges = make_judges(args.device, args.batch)
+    plan = CropPlan(conds, crop=args.crop, seed=0, policy=DecodePolicy())
     rows = 0
-    for _ in evaluate_records(records, judges, _plan(conds), Runtime(workers=workers)):
+    for _ in evaluate_records(records, judges, plan, Runtime(workers=args.workers)):
         rows += 1  # rows are consumed as they come, like a shard being written
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"n": n, "rows": rows, "main_mib": main, "worker_mib": children}))
+    print(json.dumps({"n": args.n, "rows": rows, "main_mib": main, "worker_mib": children}))
 
 
-def memory(args: argparse.Namespace, folder: Path) -> None:
+def memory(args: argparse.Namespace, folder: Path) -> float:
+    """Peak memory on 200 and 2,000 images, each in a fresh process; returns the worker ratio."""
     results = []
     for n in (200, 2000):
         make_images(folder, n)  # made beforehand so file writing is not measured
         command = [sys.executable, __file__, "--child", str(folder), str(n), str(args.memory_conditions)]
         command += ["--device", args.device, "--workers", str(args.workers), "--batch", str(args.batch)]
+        command += ["--crop", str(args.memory_crop)]
         start = time.perf_counter()
-        out = (
-            subprocess.run(command, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        results.append({**json.loads(out), "seconds": time.perf_counter() - start})
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append({**json.loads(out.strip().splitlines()[-1]), "seconds": time.perf_counter() - start})
     small, large = results
     for r in results:
         print(
-            f"memory: {r['n']:5d} images x {args.memory_conditions} conditions: main {r['main_mib']:.0f} MiB, "
-            f"largest worker {r['worker_mib']:.0f} MiB ({r['seconds']:.0f} s)"
+            f"memory: {r['n']:5d} images x {args.memory_conditions} conditions, crop {args.memory_crop}: main "
+            f"{r['main_mib']:.0f} MiB, largest worker {r['worker_mib']:.0f} MiB ({r['seconds']:.0f} s)"
         )
+    worker = large["worker_mib"] / small["worker_mib"]
     print(
         f"memory ratio 2000/200: main {large['main_mib'] / small['main_mib']:.2f}x, "
-        f"worker {large['worker_mib'] / small['worker_mib']:.2f}x (target <= 1.5x)"
+        f"worker {worker:.2f}x (target <= 1.5x)"
     )
+    return worker
+
+
+def spread(seconds: list[float], work: int) -> str:
+    """Median rate and the min-max range of the repeats."""
+    rates = sorted(work / t for t in seconds)
+    return f"{statistics.median(rates):7.1f} image-conditions/s (range {rates[0]:.1f}-{rates[-1]:.1f})"
+
+
+def throughput(args: argparse.Namespace, folder: Path) -> float:
+    """Interleaved repeats of the bare loop and the pipeline; returns the ratio of their medians."""
+    records = make_images(folder, args.n)
+    conds = conditions(chosen_corruptions(args.corruptions), (1, 2))
+    judges = make_judges(args.device, args.batch)
+    on_device = args.distort_on == "device"
+    bare_loop(records[:8], conds, judges, args.device)  # warm-up of both (decoders, kernels, workers' start)
+    pipeline_loop(records[:8], conds, judges, args.device, args.workers, on_device)
+    bare, piped = [], []
+    for _ in range(args.repeat):
+        bare.append(bare_loop(records, conds, judges, args.device))
+        piped.append(pipeline_loop(records, conds, judges, args.device, args.workers, on_device))
+    models = models_only(records, conds, judges, args.device)
+    total = len(records) * len(conds)
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, workers {args.workers}, batch "
+        f"{args.batch} crops, distortions in the {'main process on the device' if on_device else 'loader workers'}"
+    )
+    print(f"{len(records)} images x {len(conds)} conditions = {total} image-conditions, crop {CROP}, "
+          f"{args.repeat} interleaved repeats (median, min-max)")  # fmt: skip
+    print(f"bare loop (decode, distort, crop, models; one loop): {spread(bare, total)}")
+    print(f"evaluate (the same in loader workers + shard loop):   {spread(piped, total)}")
+    print(f"models alone on prepared crops (the bound):          {total / models:7.1f} image-conditions/s")
+    ratios = sorted(b / p for b, p in zip(bare, piped, strict=True))
+    ratio = statistics.median(bare) / statistics.median(piped)
+    print(f"ratio pipeline/bare: {ratio:.2f} (per repeat {ratios[0]:.2f}-{ratios[-1]:.2f}; target >= 0.75)")
+    return ratio
+
+
+def _child_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder")
+    parser.add_argument("n", type=int)
+    parser.add_argument("n_conditions", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--crop", type=int, default=CROP)
+    return parser.parse_args(sys.argv[2:])
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        parser = argparse.ArgumentParser()
-        parser.add_argument("folder")
-        parser.add_argument("n", type=int)
-        parser.add_argument("n_conditions", type=int)
-        parser.add_argument("--device", default="cpu")
-        parser.add_argument("--workers", type=int, default=2)
-        parser.add_argument("--batch", type=int, default=64)
-        a = parser.parse_args(sys.argv[2:])
-        memory_child(a.folder, a.n, a.n_conditions, a.device, a.workers, a.batch)
+        memory_child(_child_args())
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=48, help="images for the throughput comparison (default 48)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=2, help="loader workers of the pipeline (default 2)")
     parser.add_argument("--batch", type=int, default=64, help="crops per forward pass (default 64)")
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved timed runs of each (default 3)")
     parser.add_argument("--memory-conditions", type=int, default=2, help="conditions in the memory runs")
+    parser.add_argument("--memory-crop", type=int, default=112, help="crop of the memory runs (default 112)")
     parser.add_argument(
         "--corruptions",
         default="",
@@ -176,32 +248,22 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
+    if args.repeat < 3:
+        parser.error("--repeat must be at least 3 (a median of fewer says little)")
 
+    headlines = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         if not args.memory_only:
-            records = make_images(folder, args.n)
-            conds = conditions(chosen_corruptions(args.corruptions), (1, 2))
-            judges = make_judges(args.device, args.batch)
-            read_image(records[0]["path"])
-            on_device = args.distort_on == "device"
-            pipeline_loop(records[:4], conds, judges, args.device, args.workers, on_device)  # warm-up
-            bare = min(bare_loop(records, conds, judges, args.device) for _ in range(args.repeat))
-            piped = min(
-                pipeline_loop(records, conds, judges, args.device, args.workers, on_device)
-                for _ in range(args.repeat)
-            )
-            total = len(records) * len(conds)
-            print(
-                f"device {args.device}, torch threads {torch.get_num_threads()}, workers {args.workers}, "
-                f"distortions in the {'main process on the device' if on_device else 'loader workers'}"
-            )
-            print(f"{len(records)} images x {len(conds)} conditions = {total} image-conditions, crop {CROP}")
-            print(f"bare loop (models only, crops prepared): {total / bare:7.1f} image-conditions/s")
-            print(f"evaluate (decode, distort, crop, models): {total / piped:7.1f} image-conditions/s")
-            print(f"ratio pipeline/bare: {bare / piped:.2f} (target >= 0.75)")
+            ratio = throughput(args, folder)
+            headlines.append(headline("bench_evaluate", "pipeline_over_bare", ratio, ">=0.75", ratio >= 0.75))
         if not args.skip_memory:
-            memory(args, folder)
+            worker = memory(args, folder)
+            headlines.append(
+                headline("bench_evaluate", "worker_memory_2000_over_200", worker, "<=1.5", worker <= 1.5)
+            )
+    for line in headlines:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,14 @@ Each number is the best of ``--repeats`` timed calls after one warm-up call.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from headline import headline, interleaved, spread
+from headline import rate as median_rate
 
 from saliqa.classify.models import build_classifier
 from saliqa.explain import attribute
@@ -32,9 +35,9 @@ SMOOTHGRAD_SAMPLES, IG_STEPS, LIME_SAMPLES = 8, 16, 64
 
 
 def rate(call: Callable[[], object], items: int, repeats: int, device: torch.device) -> float:
-    """Items per second: the best of ``repeats`` calls after a warm-up."""
+    """Items per second: the median of ``repeats`` calls after a warm-up."""
     call()
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -42,8 +45,8 @@ def rate(call: Callable[[], object], items: int, repeats: int, device: torch.dev
         call()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return items / best
+        seconds.append(time.perf_counter() - start)
+    return items / statistics.median(seconds)
 
 
 def photos(n: int, size: int = 224) -> torch.Tensor:
@@ -59,22 +62,38 @@ def photos(n: int, size: int = 224) -> torch.Tensor:
     return torch.stack(crops)
 
 
-def gradcam_against_references(batch: int, repeats: int, device: torch.device) -> None:
+def gradcam_against_references(batch: int, repeats: int, device: torch.device) -> float:
+    """Grad-CAM of saliqa against pytorch-grad-cam and a plain forward: same model, batch and threads,
+    interleaved repeats; returns saliqa's speed over pytorch-grad-cam's (medians)."""
     from pytorch_grad_cam import GradCAM
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval().to(device)
     x = photos(batch).to(device)
-    with torch.no_grad():
-        forward = rate(lambda: model(x), batch, repeats, device)
-    ours = rate(lambda: attribute(model, x, None, "gradcam"), batch, repeats, device)
     cam = GradCAM(model, [model.layer4[-1]])
-    theirs = rate(lambda: cam(x, None), batch, repeats, device)
-    print(f"Grad-CAM, ResNet-18, batch {batch}, 224 x 224, {device.type} (images/s)")
-    print(f"  forward only         {forward:8.1f}")
-    print(f"  saliqa               {ours:8.1f}   {ours / theirs:5.2f}x pytorch-grad-cam (target >= 3)"
-          f"   {ours / forward:5.2f}x forward (target >= 0.6)")  # fmt: skip
-    print(f"  pytorch-grad-cam     {theirs:8.1f}")
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    seconds = interleaved(
+        {
+            "forward": forward,
+            "saliqa": lambda: attribute(model, x, None, "gradcam"),
+            "pytorch-grad-cam": lambda: cam(x, None),
+        },
+        repeats,
+        lambda: torch.cuda.synchronize() if device.type == "cuda" else None,
+    )
+    ours, theirs = median_rate(seconds["saliqa"], batch), median_rate(seconds["pytorch-grad-cam"], batch)
+    print(
+        f"Grad-CAM, ResNet-18, batch {batch}, 224 x 224, {device.type} (images/s, median of {repeats} interleaved)"
+    )
+    for name, times in seconds.items():
+        print(f"  {name:18s} {spread(times, batch, 'images/s')}")
+    print(f"  saliqa: {ours / theirs:5.2f}x pytorch-grad-cam (target >= 3), "
+          f"{ours / median_rate(seconds['forward'], batch):5.2f}x forward (target >= 0.6)")  # fmt: skip
+    return ours / theirs
 
 
 def gradients_against_captum(batch: int, repeats: int, device: torch.device) -> None:
@@ -152,12 +171,15 @@ def main() -> None:
     parser.add_argument("--only", choices=("gradcam", "captum", "explain"), default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
+    ratio = None
     if args.only in (None, "gradcam"):
-        gradcam_against_references(args.batch, args.repeats, device)
+        ratio = gradcam_against_references(args.batch, args.repeats, device)
     if args.only in (None, "captum"):
         gradients_against_captum(args.batch, args.repeats, device)
     if args.only in (None, "explain"):
         explain_work(args.images, args.repeats, device)
+    if ratio is not None:
+        print(headline("bench_explain", "gradcam_over_pytorch_grad_cam", ratio, ">=3", ratio >= 3))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from headline import headline, interleaved, rate, spread
 
 from saliqa.errors import WeightsNotFoundError
 from saliqa.iqa.base import QualityModel
@@ -80,19 +80,24 @@ def models(device: str, tmp: Path) -> dict[str, QualityModel]:
     return found
 
 
-def images_per_second(model: QualityModel, batch: torch.Tensor, size: int, repeat: int) -> float:
-    model(batch[:size])  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        if batch.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def speeds_of(
+    found: dict[str, QualityModel], batch: torch.Tensor, size: int, repeat: int
+) -> dict[str, float]:
+    """Images per second of each model: same batches and threads, warmed up, the models taking turns in each
+    of ``repeat`` rounds; the medians (the spread is printed)."""
+
+    def run(model: QualityModel) -> None:
         for i in range(0, len(batch), size):
             model(batch[i : i + size])
+
+    def sync() -> None:
         if batch.device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return len(batch) / best
+
+    seconds = interleaved({name: lambda m=m: run(m) for name, m in found.items()}, repeat, sync)
+    for name, times in seconds.items():
+        print(f"  {name:8s} {spread(times, len(batch), 'img/s')}")
+    return {name: rate(times, len(batch)) for name, times in seconds.items()}
 
 
 def main() -> None:
@@ -100,12 +105,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median; at least 3)")
     args = parser.parse_args()
     batch = photos(args.n).to(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         found = models(args.device, Path(tmp))
-        speeds = {name: images_per_second(m, batch, args.batch, args.repeat) for name, m in found.items()}
+        speeds = speeds_of(found, batch, args.batch, args.repeat)
     base = speeds["paq2piq"]
     print(
         f"{args.n} images of {WIDTH}x{HEIGHT}, batches of {args.batch}, {args.device}, {torch.get_num_threads()} threads"
@@ -116,6 +121,8 @@ def main() -> None:
         if name in speeds:
             verdict = "meets" if speeds[name] >= base else "misses"
             print(f"target {name} >= PaQ-2-PiQ on {args.device}: {verdict}")
+    slowest = min(speeds.get(name, float("inf")) for name in ("niqe", "brisque")) / base
+    print(headline("bench_iqa_speed", "slowest_of_niqe_brisque_over_paq2piq", slowest, ">=1", slowest >= 1))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ to max 255: on such images pypiqe follows MATLAB, so both must give the same sco
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
 
 import numpy as np
 import torch
+from headline import headline, interleaved, spread
 
 from saliqa.iqa.piqe import PIQE
 
@@ -51,7 +52,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="number of images (default 32)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each; the best is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="interleaved timed runs of each (median; at least 3)"
+    )
     args = parser.parse_args()
 
     from pypiqe import piqe as pypiqe
@@ -64,31 +67,27 @@ def main() -> None:
     batch = batch.contiguous().to(device)
     model = PIQE(device)
 
-    pypiqe(photos[0])  # warm-up
-    t_ref = float("inf")
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        reference = np.array([pypiqe(p)[0] for p in photos])
-        t_ref = min(t_ref, time.perf_counter() - start)
-
-    model(batch[:1])  # warm-up
-    t_ours = float("inf")
-    for _ in range(args.repeat):
+    def sync() -> None:
         synchronize(device)
-        start = time.perf_counter()
-        ours = model(batch).score
-        synchronize(device)
-        t_ours = min(t_ours, time.perf_counter() - start)
 
+    results = {}
+    calls = {
+        "pypiqe": lambda: results.__setitem__("reference", np.array([pypiqe(p)[0] for p in photos])),
+        "saliqa": lambda: results.__setitem__("ours", model(batch).score),
+    }
+    seconds = interleaved(calls, args.repeat, sync)
+    reference, ours = results["reference"], results["ours"]
     diff = np.abs(ours.cpu().numpy() - reference)
+    speedup = statistics.median(seconds["pypiqe"]) / statistics.median(seconds["saliqa"])
     print(
         f"{args.n} images {HEIGHT}x{WIDTH}, saliqa on {device}, torch threads {torch.get_num_threads()}, "
-        f"best of {args.repeat} runs"
+        f"{args.repeat} interleaved runs after a warm-up (median, range)"
     )
     print(f"scores: mean {reference.mean():.4f}, max |saliqa - pypiqe| = {diff.max():.3e}")
-    print(f"pypiqe (per-image loop): {args.n / t_ref:9.1f} images/s ({t_ref:.3f} s)")
-    print(f"saliqa PIQE (batched):   {args.n / t_ours:9.1f} images/s ({t_ours:.3f} s)")
-    print(f"speed-up: {t_ref / t_ours:.2f}x (target >= 3x)")
+    print(f"pypiqe (per-image loop, the reference): {spread(seconds['pypiqe'], args.n, 'images/s')}")
+    print(f"saliqa PIQE (batched):                  {spread(seconds['saliqa'], args.n, 'images/s')}")
+    print(f"speed-up: {speedup:.2f}x (target >= 3x)")
+    print(headline("bench_piqe", "speedup_over_pypiqe", speedup, ">=3", speedup >= 3))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from headline import headline
+
 from saliqa.config import config_from_dict
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.run import run_pipeline
@@ -54,6 +56,8 @@ def main() -> None:
     figures = len(list(layout.path(RunLayout.FIGURES).glob("*.png")))
     print(f"report.html: best {min(times):.2f} s of {args.repeats} (target < 10 s), {size:.1f} MB (target < 20 MB), "
           f"{figures} figures embedded")  # fmt: skip
+    print(headline("bench_report", "render_seconds", min(times), "<10", min(times) < 10))
+    print(headline("bench_report", "page_mb", size, "<20", size < 20))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from saliqa.config import EngineConfig
 from saliqa.corrupt import corruption_names
 from saliqa.data.demo import build_demo
 from saliqa.images import DecodePolicy
-from saliqa.pipeline.crops import condition_crops, prepare_image
-from saliqa.pipeline.evaluation import EvaluateWork, evaluate_to_dir, prepare_crops
+from saliqa.pipeline.crops import condition_crops, prepare_image, prepare_record
+from saliqa.pipeline.evaluation import EvaluateWork, evaluate_to_dir
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.models import ClassifierSpec, JudgesSpec, QualitySpec
 from saliqa.pipeline.plan import CropPlan, Runtime, conditions
@@ -94,8 +94,8 @@ def costs(records: pd.DataFrame, spec: JudgesSpec, batch: int) -> None:
     judges = spec.build()
     work = EvaluateWork(judges, plan, Runtime(workers=0), [])
     head = records.head(2).to_dict("records")
-    work.judge([prepare_crops(0, head[0], plan)])  # warm-up
-    items = [prepare_crops(k, r, plan) for k, r in enumerate(head)]
+    work.judge([prepare_record(0, head[0], plan)])  # warm-up
+    items = [prepare_record(k, r, plan) for k, r in enumerate(head)]
     start = time.perf_counter()
     work.judge(items)
     model = (time.perf_counter() - start) / (len(items) * len(plan.conditions))

@@ -16,6 +16,7 @@ from saliqa.threads import (
     init_loader_worker,
     parallel_map,
     single_threaded_ops,
+    thread_cap,
     threads_beside,
 )
 
@@ -49,6 +50,20 @@ def test_available_cores_follow_the_affinity_mask_and_the_quota(monkeypatch: pyt
             assert available_cores() == 1
         finally:
             os.sched_setaffinity(0, mask)
+
+
+def test_available_cores_keep_to_the_thread_count_a_scheduler_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_cap() is None and available_cores() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # e.g. a Ray actor of 3 CPUs on an 8-core node
+    assert thread_cap() == 3 and available_cores() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more than the cores
+    assert available_cores() == 8
+    for junk in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert thread_cap() is None and available_cores() == 8
 
 
 def test_threads_beside_workers_leave_at_least_one() -> None:
@@ -114,15 +129,17 @@ def test_parallel_map_gives_the_same_tensor_results_as_a_loop() -> None:
         assert torch.equal(got, want)
 
 
-def test_loader_workers_run_single_threaded() -> None:
+def test_loader_workers_run_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # restored, whatever init_loader_worker sets
     with threadpool_limits(limits=None):  # restores BLAS and OpenMP pools on the way out
         try:
             init_loader_worker(0)
             assert torch.get_num_threads() == 1
             assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+            assert available_cores() == 1  # saliqa's own pools stay in one thread too
         finally:
             torch.set_num_threads(before)
 

@@ -32,6 +32,7 @@ __all__ = [
     "init_loader_worker",
     "parallel_map",
     "single_threaded_ops",
+    "thread_cap",
     "threads_beside",
 ]
 
@@ -59,8 +60,19 @@ def cgroup_cpu_quota(path: Path = CGROUP_CPU_MAX) -> float | None:
         return None
 
 
+def thread_cap() -> int | None:
+    """The thread count the environment asks for (``OMP_NUM_THREADS``), or None when unset or unreadable.
+
+    It is how a scheduler hands a share of a machine to a process: Ray sets it to the CPUs of each task and
+    actor, many batch systems to the cores of the job, and saliqa's loader workers to 1.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def available_cores() -> int:
-    """Cores this process may use: its affinity mask, capped by a cgroup quota (rounded up), at least 1."""
+    """Cores this process may use: its affinity mask, capped by a cgroup quota (rounded up) and by the
+    environment's thread count (:func:`thread_cap`), at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -68,6 +80,9 @@ def available_cores() -> int:
     quota = cgroup_cpu_quota()
     if quota is not None:
         cores = min(cores, math.ceil(quota))
+    cap = thread_cap()
+    if cap is not None:
+        cores = min(cores, cap)
     return max(1, cores)
 
 
@@ -128,6 +143,7 @@ def init_loader_worker(worker_id: int) -> None:
     ``workers`` processes of that many threads each oversubscribe the cores. No computed value changes.
     """
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and saliqa's own thread pools (parallel_map) stay in one thread
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - scikit-learn, a dependency, brings it

@@ -26,7 +26,7 @@ from saliqa.corrupt import CLEAN, corrupt_batch
 from saliqa.errors import ImageRejected
 from saliqa.images import decode_image, reject_status
 from saliqa.pipeline.plan import CropPlan
-from saliqa.pipeline.shards import Item
+from saliqa.pipeline.shards import Item, unusable
 
 
 def prepare_image(path: str, plan: CropPlan) -> tuple[torch.Tensor, bool]:
@@ -170,6 +170,22 @@ def _resident_bytes() -> int:
         return 0
 
 
+def prepare_record(position: int, record: dict[str, Any], plan: CropPlan) -> Prepared:
+    """One record decoded, upscaled and distorted into its crops (only decoded and upscaled for ``distort_on =
+    "device"``), or why it cannot be: what a loader worker or a CPU task of any engine makes of it."""
+    prepared = Prepared(position, record)
+    why = unusable(record)
+    if why is not None:
+        prepared.status, prepared.reason = why
+        return prepared
+    try:
+        prepared.image, prepared.upscaled = prepare_image(record["path"], plan)
+    except ImageRejected as reject:
+        prepared.status, prepared.reason = reject_status(reject.reason), reject.reason
+        return prepared
+    return prepared if plan.distort_on == "device" else prepared.make_crops(plan)
+
+
 class CropsDataset(Dataset):
     """Decodes records and makes their crops in loader workers (or, with ``plan.distort_on = "device"``,
     stops after decoding and upscaling: the crops are then made on the models' device).
@@ -185,22 +201,6 @@ class CropsDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, position: int) -> Prepared:
-        prepared = self._prepare(position)
+        prepared = prepare_record(position, self.records[position], self.plan)
         self._trim()
         return prepared
-
-    def _prepare(self, position: int) -> Prepared:
-        record = self.records[position]
-        prepared = Prepared(position, record)
-        if record.get("reason"):  # unusable since it was listed (e.g. a name that is not valid UTF-8)
-            prepared.status, prepared.reason = "rejected", record["reason"]
-            return prepared
-        if not record.get("present", True):
-            prepared.status, prepared.reason = "missing", "file not found"
-            return prepared
-        try:
-            prepared.image, prepared.upscaled = prepare_image(record["path"], self.plan)
-        except ImageRejected as reject:
-            prepared.status, prepared.reason = reject_status(reject.reason), reject.reason
-            return prepared
-        return prepared if self.plan.distort_on == "device" else prepared.make_crops(self.plan)

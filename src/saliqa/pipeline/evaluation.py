@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 from saliqa.loading import data_loader
-from saliqa.pipeline.crops import CropsDataset, Prepared
+from saliqa.pipeline.crops import CropsDataset, Prepared, prepare_record
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.models import Judges, JudgesSpec
 from saliqa.pipeline.plan import CropPlan, Runtime
@@ -88,14 +88,6 @@ def _unknown_label(position: int, record: dict[str, Any], classes: Container[str
     return Prepared(position, record, status="skipped", reason=reason)
 
 
-def prepare_crops(position: int, record: dict[str, Any], plan: CropPlan) -> Prepared:
-    """One record decoded and distorted as a loader worker does it (or only decoded, for ``distort_on =
-    "device"``), wherever it runs."""
-    prepared = CropsDataset([record], plan)[0]
-    prepared.position = position
-    return prepared
-
-
 def ready_on_device(item: Prepared, plan: CropPlan, device: torch.device) -> Prepared:
     """An item's crops made on the models' device, when the plan distorts there."""
     return item.make_crops(plan, device) if plan.distort_on == "device" else item
@@ -114,7 +106,7 @@ class EvaluateRecipe:
         return self.judges.classifier.device
 
     def prepare(self, position: int, record: dict[str, Any]) -> Prepared:
-        return _unknown_label(position, record, self.classes) or prepare_crops(position, record, self.plan)
+        return _unknown_label(position, record, self.classes) or prepare_record(position, record, self.plan)
 
     def build(self) -> EvaluateWork:
         return EvaluateWork(self.judges.build(), self.plan, Runtime(workers=0), [])

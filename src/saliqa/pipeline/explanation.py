@@ -26,8 +26,8 @@ from saliqa.explain.baselines import sobel_magnitude
 from saliqa.explain.similarity import grid_edges, overlap_resample
 from saliqa.iqa.base import PatchGrid, QualityModel
 from saliqa.loading import to_unit_float
-from saliqa.pipeline.crops import Prepared, image_crops
-from saliqa.pipeline.evaluation import CropFeed, prepare_crops, ready_on_device
+from saliqa.pipeline.crops import Prepared, image_crops, prepare_record
+from saliqa.pipeline.evaluation import CropFeed, ready_on_device
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import MapStore, write_map_shard
 from saliqa.pipeline.models import ClassifierSpec, QualitySpec
@@ -194,7 +194,7 @@ class ExplainRecipe:
         return self.classifier.device
 
     def prepare(self, position: int, record: dict[str, Any]) -> Prepared:
-        return prepare_crops(position, record, self.plan)
+        return prepare_record(position, record, self.plan)
 
     def build(self) -> ExplainWork:
         classifier, state = self.classifier.build()

@@ -47,6 +47,15 @@ class Item:
         return self.status == "ok" or self.error is not None
 
 
+def unusable(record: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a listed record cannot be used before its file is opened, as (status, reason), or None."""
+    if record.get("reason"):  # unusable since it was listed (e.g. a name that is not valid UTF-8)
+        return "rejected", record["reason"]
+    if not record.get("present", True):
+        return "missing", "file not found"
+    return None
+
+
 class PerImageWork(Protocol):
     """What a per-image stage does to its images; :func:`run_shards` does the rest."""
 

@@ -31,7 +31,7 @@ from saliqa.pipeline.mapstore import write_map_shard
 from saliqa.pipeline.models import QualitySpec
 from saliqa.pipeline.plan import Runtime, decode_policy
 from saliqa.pipeline.runner import Stage, StageContext, StageReport
-from saliqa.pipeline.shards import FailureGuard, Item, Shards, in_order, judged, run_shards
+from saliqa.pipeline.shards import FailureGuard, Item, Shards, in_order, judged, run_shards, unusable
 from saliqa.pipeline.sources import listing_identity
 from saliqa.pipeline.tables import RATINGS
 from saliqa.report.figures import plot_category_counts, plot_quality_histogram
@@ -74,10 +74,9 @@ def _ordered_map(
 def decode_item(position: int, record: dict[str, Any], policy: DecodePolicy) -> _Image:
     """Rate's CPU half: the record decoded, or why it cannot be (missing, rejected)."""
     item = _Image(position, record)
-    if record.get("reason"):  # unusable since it was listed (e.g. a name that is not valid UTF-8)
-        item.status, item.reason = "rejected", record["reason"]
-    elif not record.get("present", True):
-        item.status, item.reason = "missing", "file not found"
+    why = unusable(record)
+    if why is not None:
+        item.status, item.reason = why
     else:
         try:
             item.decoded = decode_image(record["path"], policy)

@@ -14,24 +14,25 @@ unpickling and rows per image), the inputs of the throughput model in ``docs/sca
 
 Each run starts from an empty run directory, so it includes what a stage pays: Ray's actors build their
 models, the parts are written and merged. Runs are interleaved (local, ray x1, ray x2, local, ...) after one
-warm-up of each; the median of ``--repeat`` is printed with the spread (min-max), in image-conditions per
-second. Headline: ray x2 / ray x1 (target >= 1.5 on 2 cores). Nothing is asserted.
+warm-up of each (``benchmarks/headline.py``); the median of ``--repeat`` is printed with the range, in
+image-conditions per second. Headline: ray x2 / ray x1 (target >= 1.5 on 2 cores). Nothing is asserted.
 
-    python benchmarks/bench_scaling.py --images 24 --repeat 3
+    python benchmarks/bench_scaling.py --images 32 --repeat 3 [--costs]
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import ray
 import torch
+from headline import headline, interleaved, rate, spread
 
 from saliqa.classify.checkpoint import save_checkpoint
 from saliqa.classify.models import build_classifier
@@ -69,14 +70,18 @@ def judges_spec(folder: Path, classes: list[str], batch: int) -> JudgesSpec:
     return JudgesSpec(ClassifierSpec.of(checkpoint, "cpu"), QualitySpec.find("piqe", "cpu"), batch)
 
 
-def timed_run(
+def evaluate_call(
     records: pd.DataFrame, spec: JudgesSpec, plan: CropPlan, runtime: Runtime, folder: Path
-) -> float:
-    with tempfile.TemporaryDirectory(dir=folder) as out:
-        judges = spec.build()
-        start = time.perf_counter()
-        evaluate_to_dir(records, judges, plan, runtime, RunLayout(Path(out)), {"fingerprint": "bench"}, spec)
-        return time.perf_counter() - start
+) -> Callable[[], None]:
+    """One whole evaluate into a fresh run directory, as a stage runs it (Ray's actors start in it)."""
+    judges = spec.build()
+
+    def call() -> None:
+        with tempfile.TemporaryDirectory(dir=folder) as out:
+            layout = RunLayout(Path(out))
+            evaluate_to_dir(records, judges, plan, runtime, layout, {"fingerprint": "bench"}, spec)
+
+    return call
 
 
 def costs(records: pd.DataFrame, spec: JudgesSpec, batch: int) -> None:
@@ -116,17 +121,15 @@ def costs(records: pd.DataFrame, spec: JudgesSpec, batch: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--corruptions", default="brightness,contrast,gaussian_noise,jpeg_compression")
     parser.add_argument("--severities", default="1,3,5")
     parser.add_argument("--batch", type=int, default=32, help="crops per forward pass")
     parser.add_argument("--workers", type=int, default=2, help="loader workers of the local engine")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds (median), at least 3")
     parser.add_argument("--costs", action="store_true", help="time the parts of one image-condition first")
     args = parser.parse_args()
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
 
     conds = conditions(tuple(args.corruptions.split(",")), tuple(int(s) for s in args.severities.split(",")))
     plan = CropPlan(conds, crop=224, seed=0, policy=DecodePolicy())
@@ -149,31 +152,20 @@ def main() -> None:
                 shard_size=shard, progress=False, engine=EngineConfig(kind="ray", model_workers=2)
             ),
         }
-        for name, runtime in engines.items():  # warm-up: imports, caches, Ray's workers
-            timed_run(records.head(2), spec, plan, runtime, folder)
-        seconds: dict[str, list[float]] = {name: [] for name in engines}
-        for _ in range(args.repeat):
-            for name, runtime in engines.items():
-                seconds[name].append(timed_run(records, spec, plan, runtime, folder))
+        calls = {name: evaluate_call(records, spec, plan, rt, folder) for name, rt in engines.items()}
+        seconds = interleaved(calls, args.repeat)
     total = len(records) * len(conds)
+    print(f"{len(records)} demo images x {len(conds)} conditions = {total} image-conditions, crop 224")
     print(
-        f"{len(records)} demo images x {len(conds)} conditions = {total} image-conditions, crop 224, batch {args.batch}"
+        f"batches of {args.batch} crops; Ray on {args.cpus} CPUs, 1 per model actor; local: {args.workers} loaders"
     )
-    print(f"Ray on {args.cpus} CPUs (1 CPU per model actor); local engine with {args.workers} loader workers")
-    rate = {}
     for name, values in seconds.items():
-        rate[name] = total / statistics.median(values)
-        fastest, slowest = total / min(values), total / max(values)
-        print(
-            f"{name:<8} {rate[name]:7.1f} image-conditions/s (median of {len(values)}; {slowest:.1f}-{fastest:.1f})"
-        )
-    ratio = rate["ray x2"] / rate["ray x1"]
+        print(f"{name:<8} {spread(values, total, 'image-conditions/s')}")
+    ratio = rate(seconds["ray x2"], total) / rate(seconds["ray x1"], total)
     print(
-        f"ray x2 / ray x1: {ratio:.2f}x (target >= {TARGET}); ray x2 / local: {rate['ray x2'] / rate['local']:.2f}x"
+        f"ray x2 / ray x1: {ratio:.2f}x; ray x2 / local: {rate(seconds['ray x2'], total) / rate(seconds['local'], total):.2f}x"
     )
-    print(
-        f"HEADLINE bench_scaling ray2_over_ray1={ratio:.2f} target={TARGET} ok={'yes' if ratio >= TARGET else 'no'}"
-    )
+    print(headline("bench_scaling", "ray2_over_ray1", ratio, f">={TARGET}", ratio >= TARGET))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ CPU, and elastic_transform scipy's linear ``map_coordinates``.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cache
 from io import BytesIO
 
@@ -132,16 +133,49 @@ def _chw_levels(images: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(like.device)
 
 
+def _jpeg_with_pillow(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """One (3, H, W) uint8 image round-tripped through Pillow's JPEG codec, as the reference does it."""
+    buffer = BytesIO()
+    Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(
+        buffer, "JPEG", quality=quality
+    )
+    buffer.seek(0)
+    with Image.open(buffer) as reopened:
+        return torch.from_numpy(np.array(reopened, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _jpeg_with_torchvision(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """The same round trip through torchvision's libjpeg: byte for byte Pillow's file and pixels (baseline,
+    4:2:0, islow DCT; the tests hold it to the reference), on the (3, H, W) tensor as it is, the GIL released
+    while it codes: 1.8x Pillow's time per image on one core. torchvision deprecates its image codecs from
+    0.29 on (TorchCodec takes over); Pillow's path serves when they are gone."""
+    return _decode_jpeg(_encode_jpeg(image, quality=quality))
+
+
+try:
+    from torchvision.io import decode_jpeg as _decode_jpeg
+    from torchvision.io import encode_jpeg as _encode_jpeg
+
+    _jpeg_round_trip = _jpeg_with_torchvision
+    # Its deprecation notice comes with every call; silenced once, for that message only (a filter changed
+    # around each call would race between the threads the corruptions run on).
+    warnings.filterwarnings(
+        "ignore",
+        message="The image decoding and encoding capabilities of TorchVision",
+        category=DeprecationWarning,
+    )
+except ImportError:  # pragma: no cover - a torchvision without its image codecs
+    _jpeg_round_trip = _jpeg_with_pillow
+
+
 def jpeg_compression(levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Round-trip each image through Pillow's JPEG encoder at quality 25 .. 7, in memory, as the reference."""
-    decoded = []
-    for image in _hwc_images(levels):
-        buffer = BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=JPEG_QUALITY[severity - 1])
-        buffer.seek(0)
-        with Image.open(buffer) as reopened:
-            decoded.append(np.asarray(reopened, dtype=np.uint8))
-    return _chw_levels(decoded, levels)
+    """Round-trip each image through libjpeg at quality 25 .. 7, in memory, as the reference does with Pillow."""
+    quality = JPEG_QUALITY[severity - 1]
+    images = levels.cpu()
+    out = torch.empty_like(images)  # the input's layout: channels-last in (decoded images), no transposing
+    for image, place in zip(images, out, strict=True):
+        place.copy_(_jpeg_round_trip(image, quality))
+    return out.to(levels.device)
 
 
 @cache

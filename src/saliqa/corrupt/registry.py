@@ -299,7 +299,7 @@ def _corrupt_chunk(
     exact = images.dtype == torch.uint8
     with torch.no_grad():
         if entry.on_levels:  # the reference runs these on the PIL image: uint8 in, uint8 out
-            levels = images if exact else _to_levels(images)
+            levels = images if exact else _to_levels(images, scratch=dest)
             out = entry.apply(levels, severity, _draws(entry, levels, severity, seed, ids))
             dest.copy_(out)
             if not exact:
@@ -316,9 +316,13 @@ def _corrupt_chunk(
             dest.copy_(torch.floor(out).div_(255.0))
 
 
-def _to_levels(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] -> the nearest uint8 levels (ties to even), clipped to [0, 255]."""
-    return torch.mul(images, 255.0).round_().clamp_(0, 255).to(torch.uint8)
+def _to_levels(images: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> the nearest uint8 levels (ties to even), clipped to [0, 255].
+
+    The float steps run in ``scratch`` (the output, overwritten later): a fresh image-sized buffer each time
+    would cost more than the arithmetic, its pages faulted in anew on every call.
+    """
+    return torch.mul(images, 255.0, out=scratch).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def corrupt(

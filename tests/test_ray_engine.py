@@ -70,8 +70,10 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def test_ray_makes_the_local_tables_row_for_row(
-    tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
 ) -> None:
+    """Bit for bit when the classifier runs on as many threads on both engines (one here: the actors have one
+    CPU each); with other counts its float32 outputs differ in their last bits, as they do between machines."""
     root = make_folder_dataset(tmp_path / "dataset", per_class=4, side=112)
     (root / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")  # one row rejected, either way
     local, on_ray = tmp_path / "local", tmp_path / "ray"

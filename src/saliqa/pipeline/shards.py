@@ -207,10 +207,18 @@ def _judge_isolating(work: PerImageWork, items: list[Item]) -> None:
         item.status, item.reason = "failed", f"{work.failure}: {item.error}"
 
 
+def judge_group(work: PerImageWork, item: Item) -> int:
+    """The batch an item may join: ``batch_images`` consecutive positions of a shard. A batch never spans two
+    groups, so its members do not depend on how items reach the judge (a loader, an engine's workers): the
+    models' float results depend in their last bits on the batch they run in."""
+    return item.position // work.batch_images
+
+
 def judged(work: PerImageWork, prepared: Iterable[Item], advance: Callable[[int], None]) -> Iterator[Item]:
     """Every prepared item once judged (or as it came, when there is nothing to judge), batch by batch: not
-    necessarily in order (see :func:`in_order`). A batch is judged as soon as it is full, not when the next
-    item arrives, so the models never wait on a loader for data they do not need yet."""
+    necessarily in order (see :func:`in_order`). A batch is the usable items of one :func:`judge_group` with
+    equal batch keys; it is judged as soon as it is complete, not when the next item arrives, so the models
+    never wait on a loader for data they do not need yet."""
     batch: list[Item] = []
 
     def flush() -> Iterator[Item]:
@@ -224,7 +232,10 @@ def judged(work: PerImageWork, prepared: Iterable[Item], advance: Callable[[int]
             advance(work.units)
             yield item
             continue
-        if batch and work.batch_key(item) != work.batch_key(batch[0]):
+        if batch and (
+            work.batch_key(item) != work.batch_key(batch[0])
+            or judge_group(work, item) != judge_group(work, batch[0])
+        ):
             yield from flush()
         batch.append(item)
         if len(batch) >= work.batch_images:

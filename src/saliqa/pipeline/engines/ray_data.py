@@ -31,26 +31,29 @@ def _pack(shards: Sequence[int], items: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 def _prepare(batch: dict[str, np.ndarray], recipe: WorkRecipe) -> dict[str, np.ndarray]:
-    """The CPU half, one Ray task per batch of records: ``(position, record)`` in, prepared items out."""
-    items = [recipe.prepare(*pickle.loads(payload)) for payload in batch["item"]]
-    return _pack(batch["shard"], items)
+    """The CPU half, one Ray task per batch of groups: ``(position, record)`` lists in, prepared items out."""
+    groups = [[recipe.prepare(*numbered) for numbered in pickle.loads(payload)] for payload in batch["item"]]
+    return _pack(batch["shard"], groups)
 
 
 class _Judge:
-    """An actor that holds the work's models, built once from the recipe, and judges batches of items."""
+    """An actor that holds the work's models, built once from the recipe, and judges one group at a time."""
 
     def __init__(self, recipe: WorkRecipe) -> None:
         self.recipe, self.work = recipe, recipe.build()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shard_of: dict[int, int] = {}
-        items = []
-        for shard, payload in zip(batch["shard"], batch["item"], strict=True):
-            item = self.recipe.ready(pickle.loads(payload), self.work)
-            shard_of[id(item)] = int(shard)
-            items.append(item)
-        done = list(judged(self.work, items, lambda _: None))
-        return _pack([shard_of[id(item)] for item in done], done)
+        groups = []
+        for payload in batch["item"]:
+            items = [self.recipe.ready(item, self.work) for item in pickle.loads(payload)]
+            groups.append(list(judged(self.work, items, lambda _: None)))
+        return _pack(batch["shard"], groups)
+
+
+def _groups(numbered: list[tuple[int, dict[str, Any]]], size: int) -> list[list[tuple[int, dict[str, Any]]]]:
+    """A shard's records cut into the local loop's judge groups (:func:`~saliqa.pipeline.shards.judge_group`):
+    one Ray row each, so every batch holds exactly the images it holds on the local engine."""
+    return [numbered[start : start + size] for start in range(0, len(numbered), size)]
 
 
 def connect(engine: EngineConfig) -> None:
@@ -84,25 +87,28 @@ def ray_shards(
     connect(engine)
     import ray.data
 
-    shards = [index for index in todo for _ in pieces[index]]
-    records = [(position, record) for index in todo for position, record in enumerate(pieces[index])]
-    rows = [{"shard": s, "item": pickle.dumps(r)} for s, r in zip(shards, records, strict=True)]
+    rows = [
+        {"shard": index, "item": pickle.dumps(group)}
+        for index in todo
+        for group in _groups(list(enumerate(pieces[index])), work.batch_images)
+    ]
     actor: dict[str, Any] = {"num_cpus": engine.cpus_per_model_worker}
     if recipe.device.startswith("cuda"):
         actor["num_gpus"] = engine.gpus_per_model_worker
+    per_task = max(1, engine.prepare_batch // work.batch_images)  # groups of images per CPU task
     data = (
-        ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / engine.prepare_batch)))
+        ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_task)))
         .map_batches(
             _prepare,
             fn_kwargs={"recipe": recipe},
-            batch_size=engine.prepare_batch,
+            batch_size=per_task,
             batch_format="numpy",
             num_cpus=1,
         )
         .map_batches(
             _Judge,
             fn_constructor_kwargs={"recipe": recipe},
-            batch_size=work.batch_images,
+            batch_size=1,  # one group: one batch, as on the local engine
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=engine.model_workers),
             **actor,
@@ -111,9 +117,9 @@ def ray_shards(
     waiting: dict[int, list[Any]] = {index: [] for index in todo}
     for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
         for shard, payload in zip(batch["shard"], batch["item"], strict=True):
-            index = int(shard)
-            waiting[index].append(pickle.loads(payload))
-            advance(work.units)
+            index, items = int(shard), pickle.loads(payload)
+            waiting[index].extend(items)
+            advance(work.units * len(items))
             if len(waiting[index]) == len(pieces[index]):
                 yield index, waiting.pop(index)
     if waiting:  # an engine that lost items must not let a shard be committed short

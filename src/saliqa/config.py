@@ -63,10 +63,12 @@ def result_settings(section: BaseModel) -> dict[str, Any]:
 class DataConfig(_Section):
     """Which images to use."""
 
-    source: Literal["demo", "folder", "mit67", "manifest"] = "demo"
+    source: Literal["demo", "folder", "mit67", "manifest", "imagenet-val"] = "demo"
     """``demo``: the embedded demo, built in the run directory; ``folder``: ROOT/<class>/<image>;
     ``mit67``: MIT Indoor 67 (ROOT/Images/<class>/..., optional TrainImages.txt/TestImages.txt);
-    ``manifest``: a CSV with ``path,label[,split]``."""
+    ``manifest``: a CSV with ``path,label[,split]``; ``imagenet-val``: the ILSVRC2012 validation images, in
+    WNID class folders or flat with the devkit (extracted or its .tar.gz) or Kaggle's LOC_val_solution.csv in
+    ROOT or its parent (labels are WNIDs; :mod:`saliqa.data.imagenet`)."""
     root: Path | None = None
     """Dataset folder (or the CSV file for ``manifest``); required unless ``source = "demo"``."""
     listed_only: bool = False
@@ -201,7 +203,8 @@ class EvalSetConfig(_Section):
     """An extra evaluation set (e.g. a dataset's official test folder), evaluated beside the validation split."""
 
     name: str
-    source: Literal["folder", "mit67", "manifest"] = "folder"
+    source: Literal["folder", "mit67", "manifest", "imagenet-val"] = "folder"
+    """As :attr:`DataConfig.source`, without ``demo``: ``imagenet-val`` evaluates on ImageNet's validation set."""
     root: Path
     listed_only: bool = False
 

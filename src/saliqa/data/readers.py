@@ -1,4 +1,5 @@
-"""Dataset readers: a class-folder tree, MIT Indoor 67 with its split lists, and a CSV manifest.
+"""Dataset readers: a class-folder tree, MIT Indoor 67 with its split lists, and a CSV manifest (ImageNet-val in
+:mod:`saliqa.data.imagenet`).
 
 Every reader returns the same :class:`ImageTable`, so later stages never care where images came from.
 A reader lists files; it does not decode them. A file that is listed but absent (MIT Indoor 67's lists
@@ -56,7 +57,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}
 )
 
-DatasetKind = Literal["folder", "mit67", "manifest"]
+DatasetKind = Literal["folder", "mit67", "manifest", "imagenet-val"]
 
 _MIT67_LISTS: tuple[tuple[str, str], ...] = (("TrainImages.txt", "train"), ("TestImages.txt", "test"))
 
@@ -467,7 +468,8 @@ def read_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str])
 
 
 def open_dataset(kind: DatasetKind, root: str | os.PathLike[str], *, listed_only: bool = False) -> ImageTable:
-    """Read a dataset of the given kind: ``folder`` tree, ``mit67`` root, or ``manifest`` CSV file."""
+    """Read a dataset of the given kind: ``folder`` tree, ``mit67`` root, ``manifest`` CSV file, or ``imagenet-val``
+    (the ILSVRC2012 validation folder, :func:`saliqa.data.imagenet.read_imagenet_val`)."""
     if kind == "mit67":
         return read_mit67(root, listed_only=listed_only)
     if listed_only:
@@ -476,4 +478,10 @@ def open_dataset(kind: DatasetKind, root: str | os.PathLike[str], *, listed_only
         return read_folder(root)
     if kind == "manifest":
         return read_manifest(root)
-    raise ConfigError(f"Unknown dataset kind {kind!r}; use one of 'folder', 'mit67', 'manifest'.")
+    if kind == "imagenet-val":
+        from saliqa.data.imagenet import read_imagenet_val  # it builds on this module's helpers
+
+        return read_imagenet_val(root)
+    raise ConfigError(
+        f"Unknown dataset kind {kind!r}; use one of 'folder', 'mit67', 'manifest', 'imagenet-val'."
+    )

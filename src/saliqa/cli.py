@@ -316,6 +316,54 @@ def weights_where() -> None:
             typer.echo(f"{status.name}\tnot found ({command}); looked in: {', '.join(status.looked)}")
 
 
+data_app = typer.Typer(
+    help="Datasets fetched by name (MIT Indoor 67) into a data cache: downloading them, listing the cache.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", help="Data cache folder; default: $SALIQA_DATA_DIR, else the user cache's saliqa/data."
+    ),
+]
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="A dataset of the catalog (see `saliqa data list`): mit67.")],
+    directory: DataDirOption = None,
+    keep_archive: Annotated[
+        bool, typer.Option("--keep-archive", help="Keep the downloaded archive after unpacking it.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Download a dataset once (resumable, checksum verified before unpacking); prints its folder."""
+    from saliqa.data.catalog import download_dataset
+
+    root = download_dataset(name, directory=directory, keep_archive=keep_archive, progress=not quiet)
+    typer.echo(str(root))
+
+
+@data_app.command("list")
+def data_list(directory: DataDirOption = None) -> None:
+    """Print each dataset in the data cache (state, size, folder), then the names that can be downloaded."""
+    from saliqa.data.catalog import CATALOG, cached_datasets, data_dir
+
+    base = directory if directory is not None else data_dir()
+    typer.echo(f"data cache: {base}")
+    for item in cached_datasets(base):
+        state = "complete" if item.complete else f"incomplete: it {item.problem}"
+        if not item.path.exists():
+            again = f"saliqa data download {item.name}" + (f" --dir {directory}" if directory else "")
+            state = f"not unpacked yet (a download was started: `{again}` resumes it)"
+        pending = f"; {item.downloaded / 1e6:.1f} MB in downloads" if item.downloaded else ""
+        typer.echo(f"{item.name}\t{state}\t{item.size / 1e6:.1f} MB{pending}\t{item.path}")
+    for name, entry in sorted(CATALOG.items()):
+        size = f", {entry.approx_size}" if entry.approx_size else ""
+        typer.echo(f"downloadable: {name}\t{entry.title}{size}\t(saliqa data download {name})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors end with one line on stderr and a non-zero status (2 for bad usage)."""
     try:

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,7 +79,11 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _root_needed(self) -> DataConfig:
-        if self.source != "demo" and self.root is None:
+        """A dataset of the download catalog (``mit67``) may leave ``root`` out: it is then read from the data
+        cache (``saliqa data download mit67``), looked up when the run opens its sources, not here."""
+        from saliqa.data.catalog import CATALOG
+
+        if self.source != "demo" and self.root is None and self.source not in CATALOG:
             raise ValueError(f"root is required when source = {self.source!r}")
         return self
 
@@ -205,8 +210,19 @@ class EvalSetConfig(_Section):
     name: str
     source: Literal["folder", "mit67", "manifest", "imagenet-val"] = "folder"
     """As :attr:`DataConfig.source`, without ``demo``: ``imagenet-val`` evaluates on ImageNet's validation set."""
-    root: Path
+    root: Path | None = Field(None, validate_default=True)
+    """Required, except for a dataset of the download catalog (``mit67``): then read from the data cache."""
     listed_only: bool = False
+
+    @field_validator("root")
+    @classmethod
+    def _root_needed(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        from saliqa.data.catalog import CATALOG
+
+        source = info.data.get("source")
+        if value is None and source is not None and source not in CATALOG:
+            raise ValueError(f"root is required when source = {source!r}")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -48,6 +48,11 @@ class DownloadError(SaliqaError):
     """A file could not be fetched or failed its size/hash check; the message says where to put it by hand."""
 
 
+class UnsafeArchiveError(DownloadError):
+    """An archive holds a member that could write outside its folder (``../x``, an absolute name, a link, a
+    device); it is refused whole, and nothing of it is kept."""
+
+
 class ArtifactWriteError(SaliqaError):
     """An artifact could not be written (full disk, file-size limit, permissions); the run can resume."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from saliqa.config import DataConfig, EvalSetConfig, RunConfig
+from saliqa.data.catalog import dataset_root
 from saliqa.data.readers import ImageTable, open_dataset, read_folder
 from saliqa.errors import ConfigError, DatasetError
 from saliqa.io.hashing import FileHashes, fingerprint
@@ -20,8 +21,15 @@ from saliqa.io.progress import progress_callback
 
 
 def _open(config: DataConfig | EvalSetConfig, key: str) -> ImageTable:
+    """List a dataset; with no ``root`` (allowed for catalog datasets only), the data cache's copy."""
+    root = config.root
     try:
-        return open_dataset(config.source, config.root, listed_only=config.listed_only)  # type: ignore[arg-type]
+        if root is None:
+            try:
+                root = dataset_root(config.source)
+            except DatasetError as error:
+                raise DatasetError(f"not set, and {error}; or set {key} to a copy of your own") from None
+        return open_dataset(config.source, root, listed_only=config.listed_only)  # type: ignore[arg-type]
     except DatasetError as error:
         raise ConfigError(f"{key}: {error}") from None
 

@@ -204,6 +204,54 @@ class TrainConfig(_Section):
         return value
 
 
+class ModelConfig(_Section):
+    """A classifier evaluated as it is, instead of one trained by the run: the train stage then only fetches
+    and records it ("skipped: evaluating <model>"), and the split puts every kept image in ``val``.
+
+    Exactly one of ``name`` and ``checkpoint``. Dataset labels are matched to the model's classes by name
+    (ImageNet models' classes are WNIDs, in torchvision's order), and a label the model lacks is an error."""
+
+    name: str | None = None
+    """Published weights by name: ``torchvision:resnet50.IMAGENET1K_V2`` (any torchvision classification
+    weights on ImageNet-1k, fetched once into torch's hub cache) or ``timm:<model>.<tag>`` (fetched by timm
+    from the Hugging Face hub, or read from ``weights``)."""
+    weights: Path | None = None
+    """``timm:`` only: a local file of the named model's weights, instead of timm's download."""
+    checkpoint: Path | None = None
+    """A saliqa checkpoint (``runs/x/model/best.pt``: its architecture and classes inside), or a plain state
+    dict of ``arch`` with ``classes``."""
+    arch: str | None = None
+    """For a plain state dict: its architecture (``resnet18``, ``resnet50``, ``p2p-resnet18``,
+    ``torchvision:<builder>``, ``timm:<name>``)."""
+    classes: Path | None = None
+    """For a plain state dict: a text file of class names, one per line, in the order of its outputs."""
+    transforms: Literal["published", "study"] = "published"
+    """``published``: resize the short side as the weights were evaluated (e.g. 232 then crop 224 for
+    IMAGENET1K_V2), then distort, then centre-crop; ``study``: no resize, the crop of ``evaluate.crop`` (as
+    for a trained model). A checkpoint has no published transforms and always follows the study."""
+    trust_checkpoint: bool = Field(False, json_schema_extra=RUNTIME)
+    """Read ``checkpoint`` with torch's full unpickler, which runs any code the file names: only for a file
+    from a source you trust. Off, only weights-only files are read."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.name is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of name (published weights) and checkpoint (a file)")
+        if self.name is not None:
+            kind, _, rest = self.name.partition(":")
+            if kind not in ("torchvision", "timm") or not rest:
+                raise ValueError(
+                    f"name {self.name!r}: write torchvision:<builder>.<WEIGHTS> or timm:<model>[.<tag>]"
+                )
+            if self.arch is not None or self.classes is not None:
+                raise ValueError("arch and classes go with a checkpoint; a named model brings its own")
+        if self.weights is not None and not (self.name or "").startswith("timm:"):
+            raise ValueError("weights is for a timm: model; torchvision weights are fetched by name")
+        if (self.arch is None) != (self.classes is None):
+            raise ValueError("a plain state dict needs both arch and classes")
+        return self
+
+
 class EvalSetConfig(_Section):
     """An extra evaluation set (e.g. a dataset's official test folder), evaluated beside the validation split."""
 
@@ -415,6 +463,8 @@ class RunConfig(_Section):
     rate: RateConfig = RateConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
+    model: ModelConfig | None = None
+    """A classifier evaluated as it is (no training); see :class:`ModelConfig`."""
     evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()
     engine: EngineConfig = EngineConfig()
@@ -490,6 +540,8 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> None:
     for extra in evaluate.get("extra_sets", []) if isinstance(evaluate, dict) else []:
         resolve(extra, "root")
     resolve(evaluate, "baseline")
+    for key in ("weights", "checkpoint", "classes"):
+        resolve(values.get("model"), key)
 
 
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:

@@ -31,6 +31,7 @@ from saliqa.seeding import derive_seed
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM_PREFIX = "timm:"
+TORCHVISION_PREFIX = "torchvision:"
 _BUILTIN = ("p2p-resnet18", "resnet18", "resnet50")
 _SHOW = 8
 
@@ -91,6 +92,11 @@ def _build(arch: str, n_classes: int) -> Classifier:
         return Classifier(arch, P2PNet(n_classes), n_classes)
     if arch in ("resnet18", "resnet50"):
         return Classifier(arch, _torchvision_resnet(arch, n_classes), n_classes)
+    if arch.startswith(TORCHVISION_PREFIX):
+        builder = arch[len(TORCHVISION_PREFIX) :]
+        if builder not in torchvision.models.list_models(module=torchvision.models):
+            raise UnknownModelError(f"torchvision has no classification model {builder!r}")
+        return Classifier(arch, torchvision.models.get_model(builder, weights=None, num_classes=n_classes), n_classes)
     if arch.startswith(TIMM_PREFIX):
         name = arch[len(TIMM_PREFIX) :]
         timm = _import_timm()
@@ -121,6 +127,8 @@ def target_layer(classifier: Classifier) -> nn.Module:
         return net.body[7]
     if isinstance(net, torchvision.models.ResNet):
         return net.layer4
+    if isinstance(getattr(net, "features", None), nn.Sequential):  # VGG, AlexNet, DenseNet, EfficientNet, ...
+        return net.features[-1]
     feature_info = getattr(net, "feature_info", None)
     if feature_info:
         last = feature_info[-1]
@@ -133,18 +141,18 @@ def target_layer(classifier: Classifier) -> nn.Module:
 # -- initial weights ----------------------------------------------------------------------------------------
 
 
-def _torchvision_file(url: str) -> WeightsFile:
+def torchvision_file(url: str) -> WeightsFile:
     """torchvision's file names carry the first hex digits of the file's sha256 (``name-<hash>.pth``)."""
     name = url.rsplit("/", 1)[-1]
     match = re.search(r"-([0-9a-f]{8,})\.", name)
     return WeightsFile(url=url, file_name=name, sha256_prefix=match.group(1) if match else None)
 
 
-_RESNET18 = _torchvision_file(ResNet18_Weights.IMAGENET1K_V1.url)
+_RESNET18 = torchvision_file(ResNet18_Weights.IMAGENET1K_V1.url)
 IMAGENET_WEIGHTS: dict[str, WeightsFile] = {
     "p2p-resnet18": _RESNET18,
     "resnet18": _RESNET18,
-    "resnet50": _torchvision_file(ResNet50_Weights.IMAGENET1K_V2.url),
+    "resnet50": torchvision_file(ResNet50_Weights.IMAGENET1K_V2.url),
 }
 """ImageNet weights per architecture (torchvision's); tests point these at a local server."""
 

@@ -37,6 +37,24 @@ def upscale_short_side(image: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     return _resize(chw, new_h, new_w).permute(1, 2, 0).contiguous().numpy(), True
 
 
+def resize_short_side(image: np.ndarray, size: int, interpolation: str = "bilinear") -> tuple[np.ndarray, bool]:
+    """``image`` (H, W, 3) uint8 with its short side resized to ``size`` (down or up), antialiased, as a
+    published model's ``Resize(size)`` does (the long side ``int(size * long / short)``, torchvision's rule).
+
+    Returns the image and whether it was enlarged.
+    """
+    h, w = image.shape[:2]
+    short, long = min(h, w), max(h, w)
+    if short == size:
+        return image, False
+    new_long = int(size * long / short)
+    new_h, new_w = (size, new_long) if h <= w else (new_long, size)
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    mode = TF.InterpolationMode(interpolation)
+    resized = TF.resize(chw, [new_h, new_w], interpolation=mode, antialias=True)
+    return resized.permute(1, 2, 0).contiguous().numpy(), short < size
+
+
 def center_offsets(height: int, width: int, size: int) -> tuple[int, int]:
     """(top, left) of the central ``size`` x ``size`` window, as torchvision's ``center_crop``:
     ``round((H - size) / 2)``, half to even."""

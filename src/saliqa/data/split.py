@@ -35,10 +35,12 @@ def quality_split(
     val_fraction: float = 0.2,
     min_per_class: int = 2,
     seed: int = 0,
+    evaluate_only: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Split the rated images whose category is in ``keep``; every other row is excluded with a reason.
 
-    Returns the split table (one row per rating row) and human-readable messages about excluded classes.
+    ``evaluate_only`` (a model evaluated as it is, nothing to train) puts every kept image in ``val``, whatever
+    the size of its class. Returns the split table (one row per rating row) and human-readable messages about excluded classes.
     Raises :class:`SplitError` when nothing is left to split.
     """
     if min_per_class < 2:
@@ -53,7 +55,9 @@ def quality_split(
 
     messages = []
     kept_rows = ratings[kept]
-    for label in sorted(ratings["label"].unique()):
+    if evaluate_only:
+        split[kept] = "val"
+    for label in [] if evaluate_only else sorted(ratings["label"].unique()):
         group = kept_rows[kept_rows["label"] == label]
         ids = np.sort(group["image_id"].to_numpy(dtype=str))
         if len(ids) < min_per_class:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from saliqa.classify.transforms import center_offsets, upscale_short_side
+from saliqa.classify.transforms import center_offsets, resize_short_side, upscale_short_side
 from saliqa.corrupt import CLEAN, corrupt_batch
 from saliqa.errors import ImageRejected
 from saliqa.images import decode_image, reject_status
@@ -30,9 +30,14 @@ from saliqa.pipeline.shards import Item, unusable
 
 
 def prepare_image(path: str, plan: CropPlan) -> tuple[torch.Tensor, bool]:
-    """The decoded image (3, H, W) uint8, upscaled on its short side to the crop size when smaller, and
-    whether it was; raises :class:`~saliqa.errors.ImageRejected` for a file that cannot be used."""
-    image, upscaled = upscale_short_side(decode_image(path, plan.policy).array, plan.crop)
+    """The decoded image (3, H, W) uint8, resized on its short side to ``plan.resize`` when set, upscaled to
+    the crop size when still smaller, and whether it was enlarged; raises :class:`~saliqa.errors.ImageRejected` for a file that cannot be used."""
+    image = decode_image(path, plan.policy).array
+    enlarged = False
+    if plan.resize is not None:
+        image, enlarged = resize_short_side(image, plan.resize, plan.interpolation)
+    image, upscaled = upscale_short_side(image, plan.crop)
+    upscaled = upscaled or enlarged
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), upscaled
 
 

@@ -64,6 +64,12 @@ class RunLayout:
     EXPLAIN_PANELS = "figures/explain_panels.png"
 
     @staticmethod
+    def classifier(checkpoint: str, evaluating_as_is: bool) -> str:
+        """The checkpoint evaluate and explain use: ``best`` or ``last`` of the training, or the one file a
+        model evaluated as it is was written to."""
+        return RunLayout.BEST if evaluating_as_is or checkpoint == "best" else RunLayout.LAST
+
+    @staticmethod
     def explain_curves(corruption: str, eval_set: str = "val") -> str:
         """Agreement with the quality and damage maps against severity, baselines dashed."""
         suffix = "" if eval_set == "val" else f"_{eval_set}"

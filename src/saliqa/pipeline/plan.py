@@ -37,7 +37,8 @@ def decode_policy(config: RunConfig) -> DecodePolicy:
 class CropPlan:
     """What evaluate judges: every image under every condition, distorted whole, then centre-cropped.
 
-    Images whose short side is under ``crop`` are first upscaled to it (bilinear, antialiased). Every random
+    Images whose short side is under ``crop`` are first upscaled to it (bilinear, antialiased); for a published
+    model evaluated as it is, every image's short side is first resized to its ``resize``. Every random
     draw of a corruption comes from a stream keyed by (``seed``, image id, corruption, severity), so a crop
     does not depend on the batch, worker or device that makes it. ``distort_on`` says where the corruptions
     run: in the loader workers on the CPU, or batched on the models' device.
@@ -48,16 +49,29 @@ class CropPlan:
     seed: int = 0
     policy: DecodePolicy = field(default_factory=DecodePolicy)
     distort_on: Literal["workers", "device"] = "workers"
+    resize: int | None = None
+    """A published model's evaluation resize: the short side brought to it (down or up) before distortion."""
+    interpolation: str = "bilinear"
+    """How ``resize`` resamples (torchvision's mode names)."""
 
     @classmethod
     def from_config(cls, config: RunConfig) -> CropPlan:
         e: EvaluateConfig = config.evaluate
+        crop, resize, interpolation = e.crop, None, "bilinear"
+        m = config.model
+        if m is not None and m.name is not None and m.transforms == "published":
+            from saliqa.classify.pretrained import published_transforms
+
+            published = published_transforms(m.name)
+            crop, resize, interpolation = published.crop, published.resize, published.interpolation
         return cls(
             conditions=conditions(e.corruptions, e.severities),
-            crop=e.crop,
+            crop=crop,
             seed=config.seed,
             policy=decode_policy(config),
             distort_on=e.distort_on,
+            resize=resize,
+            interpolation=interpolation,
         )
 
 

@@ -69,7 +69,7 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 
 
 def _checkpoint(ctx: StageContext) -> Path:
-    return ctx.path(RunLayout.BEST if ctx.config.evaluate.checkpoint == "best" else RunLayout.LAST)
+    return ctx.path(RunLayout.classifier(ctx.config.evaluate.checkpoint, ctx.config.model is not None))
 
 
 def _judges(ctx: StageContext) -> JudgesSpec:

@@ -67,7 +67,7 @@ def _device(config: RunConfig) -> torch.device:
 
 
 def _checkpoint(ctx: StageContext) -> Path:
-    return ctx.path(RunLayout.BEST if ctx.config.evaluate.checkpoint == "best" else RunLayout.LAST)
+    return ctx.path(RunLayout.classifier(ctx.config.evaluate.checkpoint, ctx.config.model is not None))
 
 
 def _inputs(ctx: StageContext) -> dict[str, Any]:

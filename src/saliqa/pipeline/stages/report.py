@@ -114,6 +114,11 @@ def train_section(layout: RunLayout) -> Section:
         "Loss and accuracy per epoch on the training split and on clean validation crops; the best epoch "
         "(validation Top-1) is the model that was evaluated.",
     )  # fmt: skip
+    skipped = _record(layout, "train").get("skipped")
+    if skipped:  # a model evaluated as it is: nothing was trained
+        section.title, section.meaning = "Training (skipped)", f"Skipped: {skipped} as it is; nothing was trained."
+        section.lines += _messages(layout, "train")
+        return section
     log = _read(layout, RunLayout.TRAIN_LOG)
     if log is None:
         section.missing = _missing("train", layout)
@@ -303,6 +308,8 @@ def _report(ctx: StageContext) -> StageReport:
 def _writes(config: RunConfig) -> tuple[str, ...]:
     scored = config.evaluate.baseline is not None or config.evaluate.alexnet_reference
     tables = [name for name in TABLES if name != RunLayout.ROBUSTNESS or scored]
+    if config.model is not None:  # evaluated as it is: no training log
+        tables.remove(RunLayout.TRAIN_LOG)
     if not config.explain.sanity:
         tables.remove(RunLayout.SANITY)
     return (RunLayout.REPORT, *(Path(name).with_suffix(".csv").as_posix() for name in tables))
@@ -317,7 +324,7 @@ REPORT = Stage(
         RunLayout.COMPARE_SUMMARY,
         RunLayout.RATINGS,
         RunLayout.SPLIT,
-        RunLayout.TRAIN_LOG,
+        RunLayout.BEST,
     ),
     writes=_writes,
     settings=lambda config: {},

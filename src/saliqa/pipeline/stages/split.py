@@ -22,14 +22,19 @@ def split_records(layout: RunLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:
-    return {"split": result_settings(config.split), "seed": config.seed}
+    return {"split": result_settings(config.split), "seed": config.seed, "evaluate_only": config.model is not None}
 
 
 def _split(ctx: StageContext) -> StageReport:
     s, layout = ctx.config.split, ctx.layout
     ratings = pd.read_parquet(layout.ratings)
     table, messages = quality_split(
-        ratings, keep=s.keep, val_fraction=s.val_fraction, min_per_class=s.min_per_class, seed=ctx.config.seed
+        ratings,
+        keep=s.keep,
+        val_fraction=s.val_fraction,
+        min_per_class=s.min_per_class,
+        seed=ctx.config.seed,
+        evaluate_only=ctx.config.model is not None,
     )
     write_table(layout.split, table, ctx.meta("split"))
     counts = table["split"].value_counts().to_dict()

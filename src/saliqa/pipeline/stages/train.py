@@ -1,14 +1,19 @@
-"""Stage train: the classifier of the study, trained on the train split and validated on the val split."""
+"""Stage train: the classifier of the study, trained on the train split and validated on the val split; or,
+with a ``[model]`` section, no training: the model evaluated as it is is fetched, its classes matched to the
+dataset's labels, and written as the run's checkpoint with its source and weight hash."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from saliqa.classify.checkpoint import save_checkpoint
 from saliqa.classify.models import check_pretrained
+from saliqa.classify.pretrained import ReadyModel, check_model_source, load_model
 from saliqa.classify.train import Trainer
-from saliqa.config import RunConfig, TrainConfig, config_to_dict, result_settings
+from saliqa.config import ModelConfig, RunConfig, TrainConfig, config_to_dict, result_settings
 from saliqa.device import resolve_device
+from saliqa.errors import CheckpointError
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.plan import decode_policy
 from saliqa.pipeline.runner import Stage, StageContext, StageReport
@@ -25,12 +30,21 @@ def training_settings(t: TrainConfig, device_type: str) -> dict[str, Any]:
     return {k: v for k, v in result_settings(t).items() if k not in unused}
 
 
+def _model_source(m: ModelConfig) -> dict[str, Any]:
+    return {"name": m.name, "checkpoint": m.checkpoint, "arch": m.arch, "classes": m.classes}
+
+
 def _check(config: RunConfig) -> None:
+    if config.model is not None:
+        check_model_source(**_model_source(config.model), trust=config.model.trust_checkpoint)
+        return
     resolve_device(config.train.device)
     check_pretrained(config.train.arch, config.train.pretrained, trust=config.train.trust_checkpoint)
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:
+    if config.model is not None:  # nothing trains: only what the model is counts
+        return {"model": result_settings(config.model)}
     device = resolve_device(config.train.device)
     return {
         "train": training_settings(config.train, device.type),
@@ -40,14 +54,64 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 
 
 def _inputs(ctx: StageContext) -> dict[str, Any]:
-    """The initial weights (by name, or a file by its content) and the kind of device."""
+    """The initial weights (by name, or a file by its content) and the kind of device; for a model evaluated
+    as it is, its files by their content (a name stands for fixed published weights)."""
+    m = ctx.config.model
+    if m is not None:
+        files = {k: getattr(m, k) for k in ("checkpoint", "classes", "weights") if getattr(m, k) is not None}
+        return {k: ctx.run.hashes.sha256(Path(v).expanduser()) for k, v in files.items()}
     pretrained = ctx.config.train.pretrained
     if pretrained not in ("random", "imagenet"):
         pretrained = ctx.run.hashes.sha256(Path(pretrained).expanduser())
     return {"pretrained": pretrained, "device": resolve_device(ctx.config.train.device).type}
 
 
+def match_classes(labels: list[str], classes: list[str], source: str) -> None:
+    """Every label of the images to evaluate must be one of the model's classes, matched by name."""
+    known = set(classes)
+    unknown = sorted({label for label in labels if label not in known})
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f" ... (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
+        examples = ", ".join(classes[:5])
+        raise CheckpointError(
+            f"{len(unknown)} label(s) of the dataset are not classes of {source}: {shown}. The model's "
+            f"{len(classes)} classes are named like {examples}; labels are matched by name (ImageNet's are "
+            f"WNIDs such as n01440764): use a dataset with the model's class names, or a model trained on them"
+        )
+
+
+def _evaluate_as_is(ctx: StageContext, m: ModelConfig) -> StageReport:
+    """Fetch the model, check its classes against the labels, and write it as the run's checkpoint."""
+    ready: ReadyModel = load_model(
+        **_model_source(m), weights=m.weights, trust=m.trust_checkpoint, progress=ctx.progress
+    )
+    _, val = split_records(ctx.layout)
+    match_classes(sorted(val["label"].unique()), ready.classes, ready.source)
+    extra: dict[str, Any] = {
+        "fingerprint": ctx.fingerprint,
+        "source": ready.source,
+        "weights_sha256": ready.weights_sha256,
+        "class_names": ready.names,
+        "transforms": ready.transforms.as_dict() if ready.transforms else None,
+    }
+    save_checkpoint(ctx.layout.path(RunLayout.BEST), ready.classifier, classes=ready.classes, extra=extra)
+    how = (
+        f"resize {ready.transforms.resize}, crop {ready.transforms.crop}, {ready.transforms.interpolation}"
+        if ready.transforms and m.transforms == "published"
+        else f"crop {ctx.config.evaluate.crop} as the study"
+    )
+    return StageReport(
+        [
+            f"skipped: evaluating {ready.source} as it is (weights sha256 {ready.weights_sha256[:16]}...)",
+            f"{len(ready.classes)} classes, {len(val)} images to evaluate; transforms: {how}",
+        ],
+        {"skipped": f"evaluating {ready.source}", "weights_sha256": ready.weights_sha256},
+    )
+
+
 def _train(ctx: StageContext) -> StageReport:
+    if ctx.config.model is not None:
+        return _evaluate_as_is(ctx, ctx.config.model)
     config, layout, t = ctx.config, ctx.layout, ctx.config.train
     device = resolve_device(t.device)
     train, val = split_records(layout)
@@ -79,7 +143,11 @@ TRAIN = Stage(
     does="trains the classifier on the train split, validating on clean val crops each epoch",
     version=1,
     reads=(RunLayout.SPLIT, RunLayout.RATINGS),
-    writes=lambda config: (RunLayout.BEST, RunLayout.LAST, RunLayout.TRAIN_LOG, RunLayout.TRAINING_CURVES),
+    writes=lambda config: (
+        (RunLayout.BEST,)
+        if config.model is not None
+        else (RunLayout.BEST, RunLayout.LAST, RunLayout.TRAIN_LOG, RunLayout.TRAINING_CURVES)
+    ),
     settings=_settings,
     inputs=_inputs,
     body=_train,

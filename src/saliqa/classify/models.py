@@ -96,7 +96,9 @@ def _build(arch: str, n_classes: int) -> Classifier:
         builder = arch[len(TORCHVISION_PREFIX) :]
         if builder not in torchvision.models.list_models(module=torchvision.models):
             raise UnknownModelError(f"torchvision has no classification model {builder!r}")
-        return Classifier(arch, torchvision.models.get_model(builder, weights=None, num_classes=n_classes), n_classes)
+        return Classifier(
+            arch, torchvision.models.get_model(builder, weights=None, num_classes=n_classes), n_classes
+        )
     if arch.startswith(TIMM_PREFIX):
         name = arch[len(TIMM_PREFIX) :]
         timm = _import_timm()

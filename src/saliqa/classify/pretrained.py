@@ -105,7 +105,9 @@ def torchvision_weights(rest: str) -> torchvision.models.WeightsEnum:
         ) from None
     names = [w.name for w in entries]
     if tag not in (*names, "DEFAULT"):
-        raise UnknownModelError(f"torchvision:{builder} has no weights {tag!r}; choose one of {', '.join(names)}")
+        raise UnknownModelError(
+            f"torchvision:{builder} has no weights {tag!r}; choose one of {', '.join(names)}"
+        )
     weights = entries[tag] if tag != "DEFAULT" else entries.DEFAULT
     if len(weights.meta.get("categories") or ()) != 1000:
         raise UnknownModelError(f"torchvision:{rest} is not an ImageNet-1k classifier")
@@ -164,7 +166,12 @@ def _load_torchvision(rest: str, weights_dir: Path | None, progress: bool) -> Re
         raise CheckpointError(f"{path} does not fit torchvision:{builder}: {err}") from err
     wnids, names = imagenet_wnids()
     return ReadyModel(
-        classifier, wnids, f"torchvision:{rest}", sha256_file(path), names, published_transforms(f"torchvision:{rest}")
+        classifier,
+        wnids,
+        f"torchvision:{rest}",
+        sha256_file(path),
+        names,
+        published_transforms(f"torchvision:{rest}"),
     )
 
 
@@ -241,7 +248,9 @@ def load_model(
     """The classifier of a ``[model]`` section, in eval mode on the CPU."""
     if name is not None:
         kind, rest = _split_name(name)
-        ready = _load_timm(rest, weights) if kind == "timm" else _load_torchvision(rest, weights_dir, progress)
+        ready = (
+            _load_timm(rest, weights) if kind == "timm" else _load_torchvision(rest, weights_dir, progress)
+        )
     elif checkpoint is not None:
         ready = _load_checkpoint(Path(checkpoint), arch, classes, trust)
     else:

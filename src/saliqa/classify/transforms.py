@@ -37,7 +37,9 @@ def upscale_short_side(image: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     return _resize(chw, new_h, new_w).permute(1, 2, 0).contiguous().numpy(), True
 
 
-def resize_short_side(image: np.ndarray, size: int, interpolation: str = "bilinear") -> tuple[np.ndarray, bool]:
+def resize_short_side(
+    image: np.ndarray, size: int, interpolation: str = "bilinear"
+) -> tuple[np.ndarray, bool]:
     """``image`` (H, W, 3) uint8 with its short side resized to ``size`` (down or up), antialiased, as a
     published model's ``Resize(size)`` does (the long side ``int(size * long / short)``, torchvision's rule).
 

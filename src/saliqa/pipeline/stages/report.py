@@ -116,7 +116,10 @@ def train_section(layout: RunLayout) -> Section:
     )  # fmt: skip
     skipped = _record(layout, "train").get("skipped")
     if skipped:  # a model evaluated as it is: nothing was trained
-        section.title, section.meaning = "Training (skipped)", f"Skipped: {skipped} as it is; nothing was trained."
+        section.title, section.meaning = (
+            "Training (skipped)",
+            f"Skipped: {skipped} as it is; nothing was trained.",
+        )
         section.lines += _messages(layout, "train")
         return section
     log = _read(layout, RunLayout.TRAIN_LOG)

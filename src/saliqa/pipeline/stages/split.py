@@ -22,7 +22,11 @@ def split_records(layout: RunLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:
-    return {"split": result_settings(config.split), "seed": config.seed, "evaluate_only": config.model is not None}
+    return {
+        "split": result_settings(config.split),
+        "seed": config.seed,
+        "evaluate_only": config.model is not None,
+    }
 
 
 def _split(ctx: StageContext) -> StageReport:

@@ -207,7 +207,11 @@ def test_a_saliqa_checkpoint_is_reused_on_another_dataset(tmp_path: Path) -> Non
     results = {r.name: r for r in run_pipeline(config_from_dict(values), out, progress=False)}
     assert results["train"].messages[0].startswith(f"skipped: evaluating checkpoint {ckpt}")
     assert len(pd.read_parquet(out / "compare.parquet")) > 0  # explain works on the reused model
-    assert "Training (skipped)" in (out / "report.html").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert (
+        "Training (skipped)" in page
+        and f"weights sha256 {hashlib.sha256(ckpt.read_bytes()).hexdigest()}" in page
+    )
     assert (
         load_checkpoint(out / "model" / "best.pt")["weights_sha256"]
         == hashlib.sha256(ckpt.read_bytes()).hexdigest()

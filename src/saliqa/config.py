@@ -71,7 +71,8 @@ class DataConfig(_Section):
     WNID class folders or flat with the devkit (extracted or its .tar.gz) or Kaggle's LOC_val_solution.csv in
     ROOT or its parent (labels are WNIDs; :mod:`saliqa.data.imagenet`)."""
     root: Path | None = None
-    """Dataset folder (or the CSV file for ``manifest``); required unless ``source = "demo"``."""
+    """Dataset folder (or the CSV file for ``manifest``); required unless ``source = "demo"``, or ``mit67``
+    downloaded into the data cache (``saliqa data download mit67``)."""
     listed_only: bool = False
     """MIT Indoor 67 only: use just the files named in TrainImages.txt/TestImages.txt."""
     demo_views_per_class: int = Field(24, ge=2, le=1000)

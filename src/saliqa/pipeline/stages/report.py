@@ -233,7 +233,12 @@ def _facts(layout: RunLayout, config_text: str) -> list[tuple[str, str]]:
         facts.append(("quality model", json.dumps(made["model"], sort_keys=True)))
     if "device" in made:
         facts.append(("device", str(made["device"])))
-    train = _record(layout, "train").get("files", {})
+    evaluated = _record(layout, "train")
+    if evaluated.get("skipped"):
+        facts.append(
+            ("classifier", f"{evaluated['skipped']} (weights sha256 {evaluated.get('weights_sha256')})")
+        )
+    train = evaluated.get("files", {})
     for name in (RunLayout.BEST, RunLayout.LAST):
         if name in train:
             facts.append((f"{name} (bytes, content hash)", f"{train[name][0]}, {train[name][1]}"))

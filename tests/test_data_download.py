@@ -7,6 +7,7 @@ the catalog's mit67 entry pointed at the local server.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -437,7 +438,7 @@ def test_a_marker_of_other_files_is_not_complete(
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:
-    with pytest.raises(DatasetError, match="no downloadable dataset is called 'koniq'; choose one of mit67"):
+    with pytest.raises(DatasetError, match="no downloadable dataset is called 'koniq'; choose one of koniq10k, mit67"):
         download_dataset("koniq")
 
 
@@ -545,3 +546,62 @@ def test_a_body_cut_short_is_never_a_finished_file(server: RangeServer, tmp_path
         download(server.url("f.bin"), tmp_path / "f.bin", progress=False).read_bytes()
         == server.files["f.bin"]
     )
+
+
+# -- KonIQ-10k (no published checksum) and datasets that may not be fetched ------------------------------------
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _koniq(server: RangeServer, pictures: int) -> DatasetEntry:
+    """The catalog's koniq10k entry in miniature: the same two zips and layout, ``pictures`` JPEGs expected."""
+    scores = b"image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n" + b"".join(
+        f"{i}.jpg,0,0,1,0,0,1,3.0,0.1,50.0\n".encode() for i in range(3)
+    )
+    server.files["scores.zip"] = _zip({"koniq10k_scores_and_distributions.csv": scores})
+    server.files["pictures.zip"] = _zip({f"1024x768/{i}.jpg": _jpeg(i) for i in range(3)})
+    scores_file, pictures_file = catalog.KONIQ10K.files
+    return dataclasses.replace(
+        catalog.KONIQ10K,
+        files=(
+            dataclasses.replace(scores_file, url=server.url("scores.zip")),
+            dataclasses.replace(pictures_file, url=server.url("pictures.zip")),
+        ),
+        counts=(("1024x768/*.jpg", pictures),),
+    )
+
+
+def test_koniq10k_is_checked_by_its_content_and_its_hashes_recorded(
+    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert catalog.KONIQ10K.counts == (("1024x768/*.jpg", 10_073),)
+    monkeypatch.setitem(CATALOG, "koniq10k", _koniq(server, pictures=3))
+    root = download_dataset("koniq10k", progress=False)
+    assert root == cache / "koniq10k" and dataset_root("koniq10k") == root
+    assert len(list((root / "1024x768").glob("*.jpg"))) == 3
+    assert (root / "koniq10k_scores_and_distributions.csv").is_file()
+    fetched = json.loads((root / MARKER).read_text(encoding="utf-8"))["fetched"]
+    assert [f["sha256"] for f in fetched] == [
+        hashlib.sha256(server.files[name]).hexdigest() for name in ("scores.zip", "pictures.zip")
+    ]
+
+
+def test_koniq10k_with_a_picture_missing_is_not_taken(
+    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(CATALOG, "koniq10k", _koniq(server, pictures=4))
+    with pytest.raises(DatasetError, match=r"3 files 1024x768/\*\.jpg instead of 4"):
+        download_dataset("koniq10k", progress=False)
+    assert not (cache / "koniq10k").exists()
+
+
+def test_a_dataset_saliqa_may_not_fetch_says_where_to_get_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "download", "clive", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "https://live.ece.utexas.edu/research/ChallengeDB/index.html" in err and "--root" in err

@@ -30,15 +30,18 @@ from pathlib import Path
 from saliqa.errors import DatasetError
 from saliqa.io.archives import extract_archive
 from saliqa.io.download import ensure_file
+from saliqa.io.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CATALOG",
     "DATA_DIR_ENV",
+    "MANUAL",
     "MARKER",
     "CachedDataset",
     "DatasetEntry",
+    "ManualDataset",
     "RemoteFile",
     "cached_datasets",
     "catalog_entry",
@@ -87,6 +90,19 @@ class DatasetEntry:
     """Paths (relative to the dataset folder) that a finished download must have."""
     approx_size: str = ""
     """For messages: about how much is downloaded."""
+    counts: tuple[tuple[str, int], ...] = ()
+    """``(glob pattern, files)`` a finished download must hold exactly: the content check of a dataset whose
+    publisher gives no checksum (the fetched files' SHA-256 are then recorded in the marker)."""
+
+
+@dataclass(frozen=True)
+class ManualDataset:
+    """A dataset whose licence forbids a scripted download: where to get it and how to point saliqa at it."""
+
+    name: str
+    title: str
+    homepage: str
+    how: str
 
 
 MIT67 = DatasetEntry(
@@ -128,8 +144,46 @@ MIT67 = DatasetEntry(
     approx_size="about 2.4 GB",
 )
 
-CATALOG: dict[str, DatasetEntry] = {MIT67.name: MIT67}
+KONIQ10K = DatasetEntry(
+    name="koniq10k",
+    title="KonIQ-10k",
+    homepage="https://database.mmsp-kn.de/koniq-10k-database.html",
+    files=(
+        # The authors publish no checksum and no independent library pins one, so nothing is pinned here: the
+        # finished folder must hold exactly the 10,073 pictures, and the marker records the SHA-256 of what was
+        # fetched. The scores first: small, so a dead link shows before the pictures' 1.2 GB.
+        RemoteFile(
+            url="http://datasets.vqa.mmsp-kn.de/archives/koniq10k_scores_and_distributions.zip",
+            name="koniq10k_scores_and_distributions.zip",
+            unpack=True,
+        ),
+        RemoteFile(
+            url="http://datasets.vqa.mmsp-kn.de/archives/koniq10k_1024x768.zip",
+            name="koniq10k_1024x768.zip",
+            unpack=True,
+        ),
+    ),
+    expect=("1024x768", "koniq10k_scores_and_distributions.csv"),
+    approx_size="about 1.2 GB",
+    counts=(("1024x768/*.jpg", 10_073),),
+)
+
+CATALOG: dict[str, DatasetEntry] = {MIT67.name: MIT67, KONIQ10K.name: KONIQ10K}
 """Downloadable datasets by name (what ``saliqa data download NAME`` takes)."""
+
+MANUAL: dict[str, ManualDataset] = {
+    "clive": ManualDataset(
+        name="clive",
+        title="LIVE In the Wild Image Quality Challenge (CLIVE)",
+        homepage="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
+        how=(
+            "its licence asks each user to request it from the LIVE lab (the form on its page), so saliqa does "
+            "not download it. Unpack it anywhere and point saliqa at that folder (Images/ and the MOS file): "
+            "`saliqa iqa validate --data clive --root <folder>`"
+        ),
+    ),
+}
+"""Datasets saliqa reads but may not fetch: ``saliqa data download NAME`` says where to get them."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +220,9 @@ def data_dir() -> Path:
 
 def catalog_entry(name: str) -> DatasetEntry:
     """The catalog's entry for ``name``; an unknown name names the known ones."""
+    if name in MANUAL:
+        manual = MANUAL[name]
+        raise DatasetError(f"{manual.title} ({manual.homepage}): {manual.how}")
     try:
         return CATALOG[name]
     except KeyError:
@@ -302,17 +359,24 @@ def download_dataset(
             if not remote.unpack:
                 shutil.copyfile(path, content / remote.name)
         missing = [p for p in entry.expect if not (content / p).exists()]
-        if missing:
+        miscounted = [
+            f"{found} files {pattern} instead of {count}"
+            for pattern, count in entry.counts
+            if (found := len(list(content.glob(pattern)))) != count
+        ]
+        if missing or miscounted:
+            lacks = [f"lacks {', '.join(missing)}"] if missing else []
             raise DatasetError(
-                f"the downloaded {entry.title} lacks {', '.join(missing)} once unpacked; its files were "
-                f"verified, so the catalog's description of it is out of date: please report this"
+                f"the downloaded {entry.title} {'; '.join(lacks + miscounted)} once unpacked; the files were "
+                f"fetched whole, so they changed at the source or the catalog's description is out of date: "
+                f"please report this"
             )
         marker = {
             "dataset": entry.name,
             "title": entry.title,
             "files": [f.identity() for f in entry.files],
             "fetched": [
-                {"url": f.url, "name": f.name, "bytes": p.stat().st_size}
+                {"url": f.url, "name": f.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
                 for f, p in zip(entry.files, fetched, strict=True)
             ],
             "completed": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -280,3 +280,20 @@ def test_timm_model_by_name_from_a_local_file(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = net((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
         torch.testing.assert_close(ready.classifier(x), expected, rtol=0, atol=0)
+
+
+def test_explain_crops_what_evaluate_judged_with_the_published_resize(tmp_path: Path) -> None:
+    from saliqa.pipeline.plan import CropPlan
+    from saliqa.pipeline.stages.explain import explain_plan
+
+    values = _config(tmp_path, {"name": "torchvision:resnet50.IMAGENET1K_V2"}, corruptions=["fog", "snow"])
+    values["explain"] = {"corruptions": ["fog"]}
+    config = config_from_dict(values)
+    evaluated, explained = CropPlan.from_config(config), explain_plan(config)
+    assert (evaluated.resize, evaluated.crop, evaluated.interpolation) == (232, 224, "bilinear")
+    assert (explained.resize, explained.crop, explained.interpolation) == (232, 224, "bilinear")
+    assert {name for name, _ in explained.conditions} == {"none", "fog"}
+    study = config_from_dict(
+        {**values, "model": {"name": "torchvision:resnet50.IMAGENET1K_V2", "transforms": "study"}}
+    )
+    assert CropPlan.from_config(study).resize is None and CropPlan.from_config(study).crop == 224

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +334,7 @@ def make_panel(
 ) -> Panel:
     """The study's panel for one image (``record``: image_id, path, label, set) under ``condition``, its map
     made as the stage makes it (same target rule, same seeds)."""
-    pair = CropPlan((plan.conditions[0], condition), plan.crop, plan.seed, plan.policy)
+    pair = replace(plan, conditions=(plan.conditions[0], condition), distort_on="workers")
     device = next(classifier.parameters()).device
     x = to_unit_float(image_crops(record["path"], pair, record["image_id"]).crops, device)
     with torch.no_grad():

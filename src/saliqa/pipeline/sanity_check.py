@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ def sanity_table(
 ) -> pd.DataFrame:
     """Per method and step of the cascade, the mean similarity of the maps to the trained model's, with a
     95 % interval over images (``records``: the images, whose clean crops are used)."""
-    clean = CropPlan((CLEAN_CONDITION,), plan.crop, plan.seed, plan.policy)
+    clean = replace(plan, conditions=(CLEAN_CONDITION,), distort_on="workers")
     crops, kept = [], []
     for record in records.to_dict("records"):
         try:

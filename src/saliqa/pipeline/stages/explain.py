@@ -9,6 +9,7 @@ statistics across conditions relate accuracy to quality over every evaluated ima
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def explain_plan(config: RunConfig) -> CropPlan:
     x, e = config.explain, config.evaluate
     plan = CropPlan.from_config(config)
     chosen = conditions(x.corruptions or e.corruptions, x.severities or e.severities)
-    return CropPlan(chosen, plan.crop, plan.seed, plan.policy, plan.distort_on)
+    return replace(plan, conditions=chosen)
 
 
 def _device(config: RunConfig) -> torch.device:

@@ -12,6 +12,7 @@ The Python API mirrors the CLI::
     plan = saliqa.CropPlan(saliqa.conditions(("fog",), (3,)), crop=224, seed=0)
     crops = saliqa.image_crops("photo.jpg", plan, "photo.jpg").crops   # the crops evaluate judges
     classifier, info = saliqa.classifier_from_checkpoint("runs/mine/model/best.pt")
+    check = saliqa.validate_quality_model("clive", "niqe", root="ChallengeDB_release")  # agreement with MOS
 """
 
 from saliqa.api import collect_images, iter_ratings, rate
@@ -43,6 +44,7 @@ from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import MapStore
 from saliqa.pipeline.plan import CropPlan, conditions
 from saliqa.pipeline.run import run_pipeline
+from saliqa.pipeline.validate_iqa import validate_quality_model
 from saliqa.stats import summarize_eval
 
 __version__ = "0.1.0"
@@ -97,4 +99,5 @@ __all__ = [
     "summarize_eval",
     "to_batch",
     "to_tensor",
+    "validate_quality_model",
 ]

@@ -364,6 +364,51 @@ def data_list(directory: DataDirOption = None) -> None:
         typer.echo(f"downloadable: {name}\t{entry.title}{size}\t(saliqa data download {name})")
 
 
+iqa_app = typer.Typer(
+    help="Quality judges against human opinion: how far a judge agrees with MOS on a rated set.",
+    no_args_is_help=True,
+)
+app.add_typer(iqa_app, name="iqa")
+
+
+@iqa_app.command("validate")
+def iqa_validate(
+    iqa: Annotated[str, typer.Option(help="Quality model: piqe, niqe, brisque or paq2piq.")],
+    data: Annotated[
+        str,
+        typer.Option(help="clive, koniq10k, or a CSV with the header path,mos[,std] (paths relative to it)."),
+    ],
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Folder of clive or koniq10k; default: the data cache (see `saliqa data list`)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder; default: runs/iqa-validate/<iqa>-<data>.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples of the pictures for the 95% intervals (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pictures of equal size scored together.")] = 16,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding threads.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score every picture of a set with MOS and print SROCC, KROCC, PLCC and RMSE (raw and after the VQEG
+    logistic) with bootstrap intervals; writes scores, metrics, categories, a scatter plot and provenance."""
+    from saliqa.pipeline.validate_iqa import validate_quality_model
+
+    result = validate_quality_model(
+        data, iqa, root=root, out=out, device=device, n_boot=bootstrap, seed=seed, batch_size=batch_size,
+        workers=workers, progress=not quiet,
+    )  # fmt: skip
+    typer.echo(_printable_lines(result.table()))
+
+
+def _printable_lines(text: str) -> str:
+    return "\n".join(_printable(line) for line in text.splitlines())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors end with one line on stderr and a non-zero status (2 for bad usage)."""
     try:

@@ -438,7 +438,9 @@ def test_a_marker_of_other_files_is_not_complete(
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:
-    with pytest.raises(DatasetError, match="no downloadable dataset is called 'koniq'; choose one of koniq10k, mit67"):
+    with pytest.raises(
+        DatasetError, match="no downloadable dataset is called 'koniq'; choose one of koniq10k, mit67"
+    ):
         download_dataset("koniq")
 
 

@@ -409,6 +409,72 @@ def _printable_lines(text: str) -> str:
     return "\n".join(_printable(line) for line in text.splitlines())
 
 
+@iqa_app.command("train")
+def iqa_train(
+    labels: Annotated[
+        Path,
+        typer.Option(
+            help="Label CSV: FLIVE format (picture + 3 patch boxes with MOS) or picture-only path,mos."
+        ),
+    ],
+    images: Annotated[Path, typer.Option(help="Folder the label file's picture names are under.")],
+    out: Annotated[Path, typer.Option(help="Output folder: best.pt, last.pt, train_log, curves.")],
+    init: Annotated[
+        str, typer.Option(help="imagenet (the recipe), random, official (the release's weights) or a file.")
+    ] = "imagenet",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (recipe: 10).")] = 10,
+    batch_size: Annotated[
+        int, typer.Option(min=2, help="Pictures per step (recipe: 120; use fewer on a CPU or a small GPU).")
+    ] = 120,
+    lr: Annotated[
+        float, typer.Option(help="The head's rate (recipe: 3e-3); the peak rate for onecycle.")
+    ] = 3e-3,
+    body_lr_factor: Annotated[float, typer.Option(help="The body's rate / the head's (recipe: 0.1).")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (recipe: 0.01).")] = 1e-2,
+    schedule: Annotated[str, typer.Option(help="constant (the recipe) or onecycle.")] = "constant",
+    val_fraction: Annotated[
+        float, typer.Option(help="Held out for validation when the labels have no is_valid column.")
+    ] = 0.1,
+    max_side: Annotated[
+        int | None, typer.Option(help="Downscale pictures whose longer side exceeds this (boxes follow).")
+    ] = None,
+    hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (seeded).")] = False,
+    scale: Annotated[
+        tuple[float, float],
+        typer.Option(help="The MOS scale's ends, mapped onto FLIVE's 0-100 (KonIQ-10k: --scale 1 5)."),
+    ] = (0.0, 100.0),
+    seed: Annotated[
+        int, typer.Option(help="Seed of the start, the split, the order, flips and dropout.")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(min=0, help="Loader processes decoding pictures.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train or fine-tune PaQ-2-PiQ (RoIPool) in plain PyTorch; the defaults are the official recipe. Run the same
+    command again to resume a killed training. Prints the best epoch and the name to rate with."""
+    from saliqa.iqa.training import train_paq2piq
+
+    if schedule not in ("constant", "onecycle"):
+        raise typer.BadParameter(f"--schedule must be constant or onecycle, not {schedule!r}")
+    with report_to(_report_stream()):
+        result = train_paq2piq(
+            labels, images, out, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
+            body_lr_factor=body_lr_factor, weight_decay=weight_decay, schedule=schedule,  # type: ignore[arg-type]
+            val_fraction=val_fraction, max_side=max_side, hflip=hflip, scale=scale, seed=seed, device=device,
+            workers=workers, progress=not quiet,
+        )  # fmt: skip
+    typer.echo(result.labels.summary())
+    typer.echo(f"trained {result.n_train} pictures, validated on {result.n_val}; start: {result.init}")
+    if result.resumed_epochs:
+        typer.echo(f"resumed after epoch {result.resumed_epochs}")
+    best = result.best_metrics
+    typer.echo(
+        f"best epoch {result.best_epoch}: validation SROCC {best['val_srocc']:.4f}, PLCC {best['val_plcc']:.4f}"
+    )
+    typer.echo(f"log: {result.out_dir / 'train_log.csv'}; curves: {result.out_dir / 'training_curves.png'}")
+    typer.echo(f'rate with it: iqa = "{result.quality_model}"')
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors end with one line on stderr and a non-zero status (2 for bad usage)."""
     try:

@@ -121,12 +121,14 @@ class RateConfig(_Section):
     @field_validator("iqa")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        """Quality models this version can run; others fail here, never silently fall back."""
-        from saliqa.iqa.registry import quality_model_names
+        """Quality models this version can run; others fail here, never silently fall back. ``paq2piq:<path>`` is
+        PaQ-2-PiQ with trained weights (``saliqa iqa train``); the file itself is checked before the rate stage."""
+        from saliqa.iqa.registry import is_quality_model_name, quality_model_names
 
-        if value not in quality_model_names():
+        if not is_quality_model_name(value):
             raise ValueError(
-                f"unknown quality model {value!r}; choose one of {', '.join(quality_model_names())}"
+                f"unknown quality model {value!r}; choose one of {', '.join(quality_model_names())}, or "
+                f"paq2piq:<path to a weights file> for a trained PaQ-2-PiQ"
             )
         return value
 
@@ -509,8 +511,8 @@ def config_from_dict(values: dict[str, Any], origin: str = "(dict)") -> RunConfi
 def load_config(path: str | Path | None = None) -> RunConfig:
     """Read and validate a TOML config; ``None`` gives the defaults (the embedded demo).
 
-    Relative paths (``data.root``, ``train.pretrained``, ``evaluate.extra_sets[].root``) are resolved against
-    the config file's folder.
+    Relative paths (``data.root``, ``train.pretrained``, ``evaluate.extra_sets[].root``, the file of
+    ``rate.iqa = "paq2piq:<path>"``) are resolved against the config file's folder.
     """
     if path is None:
         return RunConfig()
@@ -537,6 +539,11 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> None:
 
     resolve(values.get("data"), "root")
     resolve(values.get("train"), "pretrained", keep=("random", "imagenet"))
+    rate = values.get("rate")
+    iqa = rate.get("iqa") if isinstance(rate, dict) else None
+    weights = iqa[8:].strip() if isinstance(iqa, str) and iqa.startswith("paq2piq:") else ""
+    if weights and not Path(weights).expanduser().is_absolute():
+        rate["iqa"] = f"paq2piq:{(base / weights).resolve()}"  # a trained judge's weights file
     evaluate = values.get("evaluate")
     for extra in evaluate.get("extra_sets", []) if isinstance(evaluate, dict) else []:
         resolve(extra, "root")

@@ -11,13 +11,19 @@ release's normalisation of it (:func:`normalise_score`); the category follows fr
 is the block predictions normalised the same way, so picture and patches share one 0-100 scale (the official
 code leaves block scores raw; :meth:`PaQ2PiQ.predict` gives the raw ones). On CUDA the forward runs in plain
 float32 (no TF32), so GPU and CPU scores agree to ~2e-5.
+
+A model trained by saliqa (:func:`saliqa.iqa.training.train_paq2piq`, format ``saliqa-paq2piq``) loads the same
+way; its file carries the normalisation of its own training set (the release's constants are FLIVE's training
+MOS mean and one-sided deviations), so ``quality`` and the categories mean the same for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,17 +45,36 @@ SCORE_STD_RIGHT = 4.118047289170692
 DEFAULT_GRID = (20, 20)
 """The standalone release's block grid; the official demo also uses 5x5 and 32x32."""
 
+TRAINED_FORMAT = "saliqa-paq2piq"
+TRAINED_VERSION = 1
+"""The format tag and version of the weights files saliqa's PaQ-2-PiQ training writes."""
 
-def normalise_score(score: Tensor) -> Tensor:
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Where raw scores sit: the training MOS mean ``m`` and its one-sided deviations ``sl`` (below ``m``) and
+    ``sr`` (above), ``sqrt(mean((g - m)^2))`` over each side, as the standalone release defines them."""
+
+    mean: float = SCORE_MEAN
+    std_left: float = SCORE_STD_LEFT
+    std_right: float = SCORE_STD_RIGHT
+
+
+RELEASE_NORMALISATION = Normalisation()
+
+
+def normalise_score(score: Tensor, norm: Normalisation = RELEASE_NORMALISATION) -> Tensor:
     """Raw PaQ-2-PiQ scores -> 0-100 ``quality``, float64, as the standalone release's ``predict``.
 
     ``g < m``: ``max(0, m + m (g - m) / (4 sl))``; ``g > m``: ``min(100, m + (100 - m) (g - m) / (4 sr))``;
-    ``g == m``: ``m``. A NaN stays NaN (an unrated image), where the release would return ``m``.
+    ``g == m``: ``m``. A NaN stays NaN (an unrated image), where the release would return ``m``. ``norm``: the
+    release's constants, or those a trained model's file carries.
     """
+    m, sl, sr = norm.mean, norm.std_left, norm.std_right
     g = score.to(torch.float64)
-    low = torch.clamp(SCORE_MEAN + SCORE_MEAN * (g - SCORE_MEAN) / (4 * SCORE_STD_LEFT), min=0.0)
-    high = torch.clamp(SCORE_MEAN + (100 - SCORE_MEAN) * (g - SCORE_MEAN) / (4 * SCORE_STD_RIGHT), max=100.0)
-    x = torch.where(g < SCORE_MEAN, low, torch.where(g > SCORE_MEAN, high, torch.full_like(g, SCORE_MEAN)))
+    low = torch.clamp(m + m * (g - m) / (4 * sl), min=0.0)
+    high = torch.clamp(m + (100 - m) * (g - m) / (4 * sr), max=100.0)
+    x = torch.where(g < m, low, torch.where(g > m, high, torch.full_like(g, m)))
     return torch.where(torch.isnan(g), g, x)
 
 
@@ -97,12 +122,41 @@ def _checked_grid(grid: tuple[int, int]) -> tuple[int, int]:
 
 
 def load_paq2piq_state(path: Path, reference: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The float32 state dict in ``path`` (official fastai ``{'model': ...}``, plain, or ``module.``-prefixed),
-    checked against ``reference``'s keys and shapes; weights-only unpickling.
+    """The float32 state dict in ``path`` (official fastai ``{'model': ...}``, plain, ``module.``-prefixed, or
+    saliqa's trained format), checked against ``reference``'s keys and shapes; weights-only unpickling.
 
     BatchNorm ``num_batches_tracked`` counters may be absent (older PyTorch): they do not affect inference.
     """
-    tensors = state_dict_of(read_weights_file(path), path)
+    return checked_paq2piq_state(state_dict_of(read_weights_file(path), path), reference, path)
+
+
+def trained_normalisation(obj: Any, path: Path) -> Normalisation:
+    """The normalisation a weights file's contents carry: its own for saliqa's trained format, else the
+    release's (official and pyiqa files hold only weights)."""
+    if not isinstance(obj, Mapping) or obj.get("format") != TRAINED_FORMAT:
+        return RELEASE_NORMALISATION
+    version = obj.get("version")
+    if not isinstance(version, int) or version > TRAINED_VERSION:
+        raise CheckpointError(
+            f"{path} is a {TRAINED_FORMAT} file of version {version!r}; this saliqa reads up to "
+            f"{TRAINED_VERSION}: upgrade saliqa"
+        )
+    values = obj.get("normalisation")
+    try:
+        norm = Normalisation(float(values["mean"]), float(values["std_left"]), float(values["std_right"]))
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(
+            f"{path} lacks its normalisation (mean, std_left, std_right); retrain it"
+        ) from None
+    if not (norm.std_left > 0 and norm.std_right > 0 and 0 < norm.mean < 100):
+        raise CheckpointError(f"{path} has an unusable normalisation {norm}; retrain it")
+    return norm
+
+
+def checked_paq2piq_state(
+    tensors: dict[str, Tensor], reference: dict[str, Tensor], path: Path | str
+) -> dict[str, Tensor]:
+    """``tensors`` as float32, checked against ``reference``'s keys and shapes (see :func:`load_paq2piq_state`)."""
     missing = {k for k in reference if k not in tensors and not k.endswith("num_batches_tracked")}
     unexpected = set(tensors) - set(reference)
     if missing or unexpected:
@@ -125,16 +179,23 @@ def load_paq2piq_state(path: Path, reference: dict[str, Tensor]) -> dict[str, Te
 
 
 def build_paq2piq_net(path: Path) -> P2PNet:
-    """``P2PNet(1)`` holding the weights in ``path``, in eval mode on the CPU.
+    """``P2PNet(1)`` holding the weights in ``path``, in eval mode on the CPU."""
+    return build_paq2piq(path)[0]
+
+
+def build_paq2piq(path: Path) -> tuple[P2PNet, Normalisation]:
+    """``P2PNet(1)`` holding the weights in ``path`` (eval mode, CPU) and the normalisation of its scores.
 
     Built on the meta device and filled by assignment: no random initialisation, so it is fast and leaves the
-    global RNG untouched.
+    global RNG untouched. The file is read once.
     """
     with torch.device("meta"):
         net = P2PNet(1)
-    state = load_paq2piq_state(path, net.state_dict())
+    obj = read_weights_file(path)
+    norm = trained_normalisation(obj, path)
+    state = checked_paq2piq_state(state_dict_of(obj, path), net.state_dict(), path)
     net.load_state_dict(state, strict=True, assign=True)
-    return net.eval()
+    return net.eval(), norm
 
 
 class PaQ2PiQ(QualityModel):
@@ -156,7 +217,8 @@ class PaQ2PiQ(QualityModel):
         super().__init__(device)
         self.grid_shape = _checked_grid(grid)
         self.weights_path = find_weights("paq2piq", weights)
-        self.net = build_paq2piq_net(self.weights_path).to(self.device)
+        net, self.normalisation = build_paq2piq(self.weights_path)
+        self.net = net.to(self.device)
         self._sha256: str | None = None
 
     def to(self, device: str | torch.device) -> PaQ2PiQ:
@@ -184,12 +246,12 @@ class PaQ2PiQ(QualityModel):
 
     def rate(self, images: Tensor) -> QualityOutput:
         picture, blocks = self.predict(images)
-        quality = normalise_score(picture)
+        quality = normalise_score(picture, self.normalisation)
         return QualityOutput(
             score=picture.to(torch.float64),
             quality=quality,
             category=categorize_quality(quality.cpu().numpy()),
-            patch_map=normalise_score(blocks).to(torch.float32),
+            patch_map=normalise_score(blocks, self.normalisation).to(torch.float32),
             grid=PatchGrid.linspace(images.shape[2], images.shape[3], *self.grid_shape),
         )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from saliqa.device import resolve_device
-from saliqa.errors import UnknownModelError
+from saliqa.errors import UnknownModelError, WeightsNotFoundError
 from saliqa.iqa.base import QualityModel
 
 Files = Mapping[str, Path]
@@ -52,12 +52,47 @@ def quality_model_names() -> tuple[str, ...]:
     return tuple(_FACTORIES)
 
 
+TRAINED_PAQ2PIQ = "paq2piq:"
+"""``paq2piq:<path>`` names PaQ-2-PiQ with the weights in that file (a ``best.pt`` of ``saliqa iqa train``, or any
+file the official loader reads); plain ``paq2piq`` stays the official release's weights."""
+
+
+def trained_weights(name: str) -> Path | None:
+    """The weights file a ``paq2piq:<path>`` name points at; None for every other name."""
+    if not name.startswith(TRAINED_PAQ2PIQ):
+        return None
+    path = name[len(TRAINED_PAQ2PIQ) :].strip()
+    if not path:
+        raise UnknownModelError(f"{name!r} names no file: write paq2piq:<path to a weights file>")
+    return Path(path).expanduser()
+
+
+def is_quality_model_name(name: str) -> bool:
+    """Whether ``name`` names a quality model (a registered name or ``paq2piq:<path>``); no file is looked at."""
+    return name in _FACTORIES or (
+        name.startswith(TRAINED_PAQ2PIQ) and bool(name[len(TRAINED_PAQ2PIQ) :].strip())
+    )
+
+
+def _trained_paq2piq(name: str, path: Path) -> Callable[[torch.device, Files], QualityModel]:
+    def build(device: torch.device, files: Files) -> QualityModel:
+        from saliqa.iqa.paq2piq import PaQ2PiQ
+
+        model = PaQ2PiQ(files.get("paq2piq", path), device=device)
+        model.name = name  # the tables name the judge as the config does, file included
+        return model
+
+    return build
+
+
 def _factory(name: str) -> Callable[[torch.device, Files], QualityModel]:
+    if (path := trained_weights(name)) is not None:
+        return _trained_paq2piq(name, path)
     try:
         return _FACTORIES[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown quality model {name!r}; available: {', '.join(_FACTORIES)}"
+            f"unknown quality model {name!r}; available: {', '.join(_FACTORIES)}, or paq2piq:<weights file>"
         ) from None
 
 
@@ -78,6 +113,13 @@ def find_model_files(name: str) -> dict[str, Path]:
     from saliqa.iqa.weights import find_weights, model_files
 
     _factory(name)
+    if (path := trained_weights(name)) is not None:
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"quality model {name!r}: no weights file at {path}; train one with `saliqa iqa train` (its "
+                f"best.pt) or correct the path"
+            )
+        return {"paq2piq": path.resolve()}
     return {weights: find_weights(weights) for weights in model_files(name)}
 
 

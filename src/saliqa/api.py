@@ -91,13 +91,15 @@ def explain_image(
     seed: int = 0,
     device: str = "auto",
     out: PathLike | None = None,
+    sliding_map: tuple[int, int] | None = None,
 ) -> dict[str, object]:
     """One image as the explain stage sees it: the study's panel (written to ``out`` when given) and how far
     the attribution map of the distorted crop agrees with its quality and damage maps.
 
     ``image_id`` keys the corruption's random draws (default: the file name); give the id a run used (its
     path under the dataset root) to get that run's very crop. ``target``: ``prediction`` (the clean crop's
-    predicted class) or ``label`` (then ``label`` names the class).
+    predicted class) or ``label`` (then ``label`` names the class). ``sliding_map``: ``(patch, stride)`` of
+    NIQE's or BRISQUE's windows instead of the release's 96-pixel tiling (as ``[explain.sliding_map]``).
     """
     from saliqa.classify.checkpoint import classifier_from_checkpoint
     from saliqa.config import ExplainConfig
@@ -107,12 +109,23 @@ def explain_image(
     from saliqa.pipeline.plan import CropPlan, conditions
     from saliqa.report.explain_figures import plot_panel
 
-    config_from_dict({"rate": {"iqa": iqa}, "explain": {"methods": [method], "target": target, "grid": grid}})
+    windows = {"sliding_map": dict(zip(("patch", "stride"), sliding_map, strict=True))} if sliding_map else {}
+    checked = config_from_dict(
+        {
+            "rate": {"iqa": iqa},
+            "evaluate": {"crop": crop},
+            "explain": {"methods": [method], "target": target, "grid": grid, **windows},
+        }
+    )
     if target == "label" and label is None:
         raise ValueError("target='label' needs label= (the image's class name)")
     torch_device = resolve_device(device)
     classifier, state = classifier_from_checkpoint(checkpoint, torch_device)
-    quality = load_quality_model(iqa, device=torch_device)
+    sliding = checked.explain.sliding_map
+    if sliding is None:
+        quality = load_quality_model(iqa, device=torch_device)
+    else:
+        quality = load_quality_model(iqa, device=torch_device, sliding_map=sliding.windows())
     plan = CropPlan(conditions((corruption,), (severity,)), crop=crop, seed=seed)
     settings = ExplainSettings((method,), target, grid, {}, seed, 16)
     record = {"path": str(path), "image_id": image_id or Path(path).name, "label": label, "set": "val"}

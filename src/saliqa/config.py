@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
@@ -24,6 +24,9 @@ from pydantic import (
 
 from saliqa.errors import ConfigError
 from saliqa.iqa.categories import CATEGORIES
+
+if TYPE_CHECKING:
+    from saliqa.iqa.nss import SlidingMap
 
 
 def _check_device(value: str) -> str:
@@ -356,6 +359,30 @@ class EvaluateConfig(_Section):
         return self
 
 
+class SlidingMapConfig(_Section):
+    """``[explain.sliding_map]``: NIQE's and BRISQUE's local map drawn with overlapping windows instead of the
+    release's 96-pixel tiling (2 x 2 on a 224 crop); their picture scores stay the release's.
+
+    The defaults (96 pixels every 16) keep the release's patch size and give 9 x 9 windows on a 224 crop, finer
+    than the 7 x 7 comparison grid (every 32 pixels would give 5 x 5, compared on its own coarser grid)."""
+
+    patch: int = 96
+    """Window side in pixels: even, at least 32, at most the crop."""
+    stride: int = 16
+    """Pixels between neighbouring windows: even, positive, at most ``patch``."""
+
+    @model_validator(mode="after")
+    def _valid_windows(self) -> SlidingMapConfig:
+        self.windows()  # the model's own checks: stride 0, odd sides, a patch too small for the statistics
+        return self
+
+    def windows(self) -> SlidingMap:
+        """The :class:`saliqa.iqa.nss.SlidingMap` these settings describe."""
+        from saliqa.iqa.nss import SlidingMap
+
+        return SlidingMap(self.patch, self.stride)
+
+
 class ExplainConfig(_Section):
     """Stage explain: attribution maps against quality maps, on the very crops evaluate judged."""
 
@@ -373,6 +400,9 @@ class ExplainConfig(_Section):
     grid: int = Field(7, ge=2, le=32)
     """Side of the comparison grid on the crop (7: layer4 of ResNet-18 and PaQ-2-PiQ on 224 pixels); a quality
     map whose own grid is coarser is compared on its own grid."""
+    sliding_map: SlidingMapConfig | None = None
+    """NIQE and BRISQUE only: their quality maps from sliding windows (see :class:`SlidingMapConfig`) instead of
+    the release's 96-pixel tiling, which gives 2 x 2 on a 224 crop. Unset: the release's tiling."""
     metrics: tuple[str, ...] = ("cc", "spearman", "sim", "kld", "emd", "iou@20")
     """Similarity metrics (``saliqa.similarity_metrics()``); kld is reported in both directions."""
     baselines: bool = True
@@ -485,6 +515,30 @@ class RunConfig(_Section):
                     f"explain.{name}: {', '.join(map(str, outside))} not evaluated (evaluate.{name}: "
                     f"{', '.join(map(str, theirs))}); explain works on the crops evaluate judged"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _sliding_map_fits(self) -> RunConfig:
+        """A sliding map needs an NSS judge, and windows that fit in the crop (a crop set by published
+        transforms is checked by the explain stage before it starts)."""
+        from saliqa.iqa.registry import SLIDING_MAP_MODELS
+
+        sliding = self.explain.sliding_map
+        if sliding is None:
+            return self
+        if self.rate.iqa not in SLIDING_MAP_MODELS:
+            raise ValueError(
+                f"explain.sliding_map is for {' and '.join(SLIDING_MAP_MODELS)}; rate.iqa = {self.rate.iqa!r} "
+                "keeps its own map grid (remove [explain.sliding_map])"
+            )
+        published = (
+            self.model is not None and self.model.name is not None and self.model.transforms == "published"
+        )
+        if sliding.patch > self.evaluate.crop and not published:
+            raise ValueError(
+                f"explain.sliding_map.patch = {sliding.patch} is larger than the crop (evaluate.crop = "
+                f"{self.evaluate.crop}): no window fits"
+            )
         return self
 
 

@@ -18,6 +18,12 @@ the neighbour products wrapping within the patch (as NIQE's ``blkproc``), then t
 SVR. The SVR was trained on whole images, so patch scores are noisier than the image score. Patches
 cut by the border are NaN (not rated), as are patches whose statistics are undefined (flat patches).
 
+Sliding map (an option, not the release: :class:`~saliqa.iqa.nss.SlidingMap`): the same SVR score for
+overlapping windows (default 96 pixels every 16) over the whole image, the last ones flush with the
+border, so a 224 crop gets 9 x 9 values instead of 2 x 2 (plus an unrated border). Features come from the
+whole image's MSCN maps as above; windows of 96 every 96 pixels on an image whose sides are multiples of
+96 are exactly the patch map above. The score is the release's in either case.
+
 ``quality`` (0-100, higher is better) is ``100 / (1 + exp((score - 32.1) / 14.6))``. The score estimates
 LIVE DMOS, but ``100 - score`` would tie everything beyond 0 and 100 (clean photos score below 0,
 heavy corruptions above 100) and spreads CLIVE's authentic photos far above their MOS (median 74 vs
@@ -44,12 +50,14 @@ from saliqa.iqa.matlab import imresize_half, mscn, rgb_to_gray
 from saliqa.iqa.nss import (
     ImageTooSmall,
     NssQualityModel,
+    SlidingMap,
     aggd_fit,
     gamma_at,
     ggd_fit,
     logistic_quality,
     rate_in_chunks,
     shifted_products,
+    sliding_features,
     to_blocks,
 )
 
@@ -96,7 +104,8 @@ class BrisqueResult:
     score: torch.Tensor
     """(B,) float64, lower is better; NaN when the statistics are undefined (e.g. a uniform image)."""
     patch_score: torch.Tensor
-    """(B, rows, cols) float64 BRISQUE of each 96x96 patch on :attr:`grid`; NaN = not rated."""
+    """(B, rows, cols) float64 BRISQUE of each 96x96 patch (or sliding window) on :attr:`grid`; NaN = not
+    rated."""
     features: torch.Tensor
     """(B, 36) float64 image features, before scaling."""
     grid: PatchGrid
@@ -285,28 +294,43 @@ def predict(features: torch.Tensor, model: SvrModel, ranges: FeatureRanges) -> t
 
 
 def brisque(
-    images: torch.Tensor, model: SvrModel, ranges: FeatureRanges, max_pixels: int | None = None
+    images: torch.Tensor,
+    model: SvrModel,
+    ranges: FeatureRanges,
+    max_pixels: int | None = None,
+    sliding: SlidingMap | None = None,
 ) -> BrisqueResult:
     """BRISQUE of ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) float in [0, 1] holding ``uint8 / 255``.
 
     Any non-empty size is accepted (patches need 96 x 96); an image whose statistics are undefined
     (e.g. uniform: no negative MSCN products) gets a NaN score, as libsvm would, rather than an error,
     so one flat image does not fail a whole batch. Processed in chunks of at most ``max_pixels`` pixels
-    (see :func:`~saliqa.iqa.nss.chunk_size`); results do not depend on it.
+    (see :func:`~saliqa.iqa.nss.chunk_size`); results do not depend on it. ``sliding``: the local map's
+    windows instead of the 96-pixel patches (the score is the same either way; an image smaller than a
+    window is :class:`~saliqa.iqa.nss.ImageTooSmall`).
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected (B, 3, H, W) or (B, 1, H, W), got shape {tuple(images.shape)}")
     _, _, height, width = images.shape
     if height < 1 or width < 1:
         raise ImageTooSmall(f"empty image ({width}x{height})")
-    return rate_in_chunks(images, max_pixels, lambda chunk: _brisque_chunk(chunk, model, ranges))
+    if sliding is not None:
+        sliding.grid(height, width)  # raises ImageTooSmall below one window
+    return rate_in_chunks(images, max_pixels, lambda chunk: _brisque_chunk(chunk, model, ranges, sliding))
 
 
-def _brisque_chunk(images: torch.Tensor, model: SvrModel, ranges: FeatureRanges) -> BrisqueResult:
+def _brisque_chunk(
+    images: torch.Tensor, model: SvrModel, ranges: FeatureRanges, sliding: SlidingMap | None
+) -> BrisqueResult:
     """:func:`brisque` of one chunk of a validated batch."""
     batch, _, height, width = images.shape
-    features, blocks = brisque_features(rgb_to_gray(images))
+    gray = rgb_to_gray(images)
+    features, blocks = brisque_features(gray, patch=None if sliding is not None else PATCH)
     score = predict(features, model, ranges)
+    if sliding is not None:
+        windows = sliding_features(gray, sliding, "zero", single_scale_features)  # (B, r, c, 36)
+        patch_score = predict(windows, model, ranges)
+        return BrisqueResult(score, patch_score, features, sliding.grid(height, width))
     grid = PatchGrid.regular(height, width, PATCH)
     patch_score = torch.full((batch, *grid.shape), math.nan, dtype=torch.float64, device=score.device)
     if blocks is not None:
@@ -320,7 +344,8 @@ def brisque_quality(score: torch.Tensor) -> torch.Tensor:
 
 
 class BRISQUE(NssQualityModel):
-    """BRISQUE as a :class:`QualityModel`, with a 96x96 patch map (see the module docstring).
+    """BRISQUE as a :class:`QualityModel`, with a 96x96 patch map or, after :meth:`use_sliding_map`, a map
+    of sliding windows (see the module docstring).
 
     ``model_path``: libsvm text model (or pyiqa's ``.pth``); ``ranges_path``: the ``svm-scale`` ranges.
     ``None`` asks :func:`saliqa.iqa.weights.find_weights` for ``"brisque_model"`` / ``"brisque_ranges"``.
@@ -347,5 +372,5 @@ class BRISQUE(NssQualityModel):
         super().__init__(device, {"model": self.model_path, "ranges": self.ranges_path})
 
     def measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, PatchGrid]:
-        result = brisque(images, self.model, self.ranges)
+        result = brisque(images, self.model, self.ranges, sliding=self.sliding_map)
         return result.score, result.patch_score, result.grid

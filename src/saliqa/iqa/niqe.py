@@ -21,6 +21,13 @@ around the image mean that the score uses: on the TID2013 images a 3.2-3.7 image
 3.5-7), so compare patches with each other, not with the image score. Patches with a NaN feature
 (e.g. perfectly flat ones: no negative or no positive MSCN values) and the cropped-off border are NaN.
 
+Sliding map (an option, not the release: :class:`~saliqa.iqa.nss.SlidingMap`): the same distance, with the
+same metric, for overlapping windows (default 96 pixels every 16) over the whole image rather than the
+96-pixel tiles of its crop, so a 224 crop gets 9 x 9 values instead of 2 x 2. A window's features come from
+the whole image's MSCN at both scales (the uncropped image, replicate borders at its edges); on an image
+whose sides are multiples of 96, windows of 96 every 96 pixels are exactly the release's map. The score
+is the release's in either case.
+
 ``quality`` (0-100, higher is better) is ``100 / (1 + exp((score - 4.56) / 1.47))``, a logistic chosen
 from data, not by taste: on the 627 CLIVE photos (``shared/data/clive``, authentic distortions with
 human MOS 0-100) this NIQE has quartiles 3.08 / 3.79 / 4.91 and the MOS 44.2 / 61.5 / 73.3; the
@@ -45,11 +52,13 @@ from saliqa.iqa.matlab import imresize_half, mscn, rgb_to_gray
 from saliqa.iqa.nss import (
     ImageTooSmall,
     NssQualityModel,
+    SlidingMap,
     aggd_fit,
     gamma_at,
     logistic_quality,
     rate_in_chunks,
     shifted_products,
+    sliding_features,
     to_blocks,
 )
 
@@ -81,7 +90,8 @@ class NiqeResult:
     score: torch.Tensor
     """(B,) float64, lower is better; NaN when fewer than 2 patches have all 36 features."""
     patch_score: torch.Tensor
-    """(B, rows, cols) float64 NIQE distance of each 96x96 patch on :attr:`grid`; NaN = not rated."""
+    """(B, rows, cols) float64 NIQE distance of each 96x96 patch (or sliding window) on :attr:`grid`; NaN =
+    not rated."""
     features: torch.Tensor
     """(B, H // 96, W // 96, 36) float64 features of the full patches (the cropped-off border has none)."""
     grid: PatchGrid
@@ -180,14 +190,20 @@ def _distance(diff: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
 
 
 def niqe(
-    images: torch.Tensor, mu_pristine: torch.Tensor, cov_pristine: torch.Tensor, max_pixels: int | None = None
+    images: torch.Tensor,
+    mu_pristine: torch.Tensor,
+    cov_pristine: torch.Tensor,
+    max_pixels: int | None = None,
+    sliding: SlidingMap | None = None,
 ) -> NiqeResult:
     """NIQE of ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) float in [0, 1] holding ``uint8 / 255``.
 
-    Raises :class:`~saliqa.iqa.nss.ImageTooSmall` below 192 x 192 pixels (2 x 2 patches). An image with
-    fewer than 2 patches whose 36 features are all defined (e.g. uniform) gets a NaN score rather than
-    an error, so one flat image does not fail a whole batch. The batch is processed in chunks of at
-    most ``max_pixels`` pixels (see :func:`~saliqa.iqa.nss.chunk_size`); results do not depend on it.
+    Raises :class:`~saliqa.iqa.nss.ImageTooSmall` below 192 x 192 pixels (2 x 2 patches), or below the
+    sliding window. An image with fewer than 2 patches whose 36 features are all defined (e.g. uniform)
+    gets a NaN score rather than an error, so one flat image does not fail a whole batch. The batch is
+    processed in chunks of at most ``max_pixels`` pixels (see :func:`~saliqa.iqa.nss.chunk_size`); results
+    do not depend on it. ``sliding``: the local map's windows instead of the release's 96-pixel tiles
+    (the score is the same either way).
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected (B, 3, H, W) or (B, 1, H, W), got shape {tuple(images.shape)}")
@@ -195,14 +211,21 @@ def niqe(
     if min(height // PATCH, width // PATCH) < MIN_PATCHES_PER_SIDE:
         side = MIN_PATCHES_PER_SIDE * PATCH
         raise ImageTooSmall(f"too small for NIQE ({width}x{height} < {side}x{side} pixels)")
-    return rate_in_chunks(images, max_pixels, lambda chunk: _niqe_chunk(chunk, mu_pristine, cov_pristine))
+    if sliding is not None:
+        sliding.grid(height, width)  # raises ImageTooSmall below one window
+    return rate_in_chunks(
+        images, max_pixels, lambda chunk: _niqe_chunk(chunk, mu_pristine, cov_pristine, sliding)
+    )
 
 
-def _niqe_chunk(images: torch.Tensor, mu_pristine: torch.Tensor, cov_pristine: torch.Tensor) -> NiqeResult:
+def _niqe_chunk(
+    images: torch.Tensor, mu_pristine: torch.Tensor, cov_pristine: torch.Tensor, sliding: SlidingMap | None
+) -> NiqeResult:
     """:func:`niqe` of one chunk of a validated batch."""
     batch, _, height, width = images.shape
     rows, cols = height // PATCH, width // PATCH
-    gray = rgb_to_gray(images)[..., : rows * PATCH, : cols * PATCH]
+    whole = rgb_to_gray(images)
+    gray = whole[..., : rows * PATCH, : cols * PATCH]
     features = niqe_features(gray)  # (B, rows, cols, 36)
     flat = features.reshape(batch, rows * cols, N_FEATURES)
 
@@ -215,6 +238,11 @@ def _niqe_chunk(images: torch.Tensor, mu_pristine: torch.Tensor, cov_pristine: t
 
     score = _distance(mu_p - mu_d, metric)
     score = torch.where(defined, score, torch.full_like(score, math.nan))
+    if sliding is not None:  # each window's distance, by the metric of the release's score
+        windows = sliding_features(whole, sliding, "replicate", patch_features)  # (B, r, c, 36)
+        per_window = _distance(mu_p - windows, metric[:, None, None])
+        patch_score = torch.where(defined[:, None, None], per_window, torch.full_like(per_window, math.nan))
+        return NiqeResult(score, patch_score, features, sliding.grid(height, width))
     per_patch = _distance(mu_p - flat, metric[:, None])  # NaN features give NaN
     per_patch = torch.where(defined[:, None], per_patch, torch.full_like(per_patch, math.nan))
 
@@ -230,7 +258,8 @@ def niqe_quality(score: torch.Tensor) -> torch.Tensor:
 
 
 class NIQE(NssQualityModel):
-    """NIQE as a :class:`QualityModel`, with a 96x96 patch map (see the module docstring).
+    """NIQE as a :class:`QualityModel`, with a 96x96 patch map or, after :meth:`use_sliding_map`, a map of
+    sliding windows (see the module docstring).
 
     ``params_path``: the pristine model (``.mat`` with ``pop_mu``/``pop_cov`` or ``mu_prisparam``/
     ``cov_prisparam``); ``None`` asks :func:`saliqa.iqa.weights.find_weights` for ``"niqe"``.
@@ -251,5 +280,5 @@ class NIQE(NssQualityModel):
         self.mu_pristine, self.cov_pristine = torch.from_numpy(mu), torch.from_numpy(cov)
 
     def measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, PatchGrid]:
-        result = niqe(images, self.mu_pristine, self.cov_pristine)
+        result = niqe(images, self.mu_pristine, self.cov_pristine, sliding=self.sliding_map)
         return result.score, result.patch_score, result.grid

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from saliqa.device import resolve_device
 from saliqa.errors import UnknownModelError, WeightsNotFoundError
 from saliqa.iqa.base import QualityModel
+
+if TYPE_CHECKING:
+    from saliqa.iqa.nss import SlidingMap
 
 Files = Mapping[str, Path]
 """Parameter files by :data:`saliqa.iqa.weights.WEIGHTS` name; a missing one is searched for."""
@@ -46,6 +50,11 @@ _FACTORIES: dict[str, Callable[[torch.device, Files], QualityModel]] = {
     "niqe": _niqe,
     "brisque": _brisque,
 }
+
+
+SLIDING_MAP_MODELS: tuple[str, ...] = ("niqe", "brisque")
+"""Models that can draw their local map with sliding windows (:class:`saliqa.iqa.nss.SlidingMap`) instead of
+their release's tiling; the others' own grids are fine enough on a 224 crop (PIQE 16 px, PaQ-2-PiQ 20 x 20)."""
 
 
 def quality_model_names() -> tuple[str, ...]:
@@ -97,15 +106,30 @@ def _factory(name: str) -> Callable[[torch.device, Files], QualityModel]:
 
 
 def load_quality_model(
-    name: str, device: str | torch.device = "auto", files: Files | None = None
+    name: str,
+    device: str | torch.device = "auto",
+    files: Files | None = None,
+    sliding_map: SlidingMap | None = None,
 ) -> QualityModel:
     """A ready quality model: ``load_quality_model("piqe")``. Never falls back to another model.
 
     PaQ-2-PiQ, NIQE and BRISQUE read the parameter files given in ``files`` or, for those not given, found by
     :func:`saliqa.iqa.weights.find_weights` (``$SALIQA_WEIGHTS_DIR``, then the torch hub cache); a missing file
-    is a ``WeightsNotFoundError`` that says where to put it and how to download it.
+    is a ``WeightsNotFoundError`` that says where to put it and how to download it. ``sliding_map`` (NIQE and
+    BRISQUE only): draw the local map with those windows instead of the release's tiling; scores are the same.
     """
-    return _factory(name)(resolve_device(device), files or {})
+    if sliding_map is not None and name not in SLIDING_MAP_MODELS:
+        raise ValueError(
+            f"a sliding map is for {' and '.join(SLIDING_MAP_MODELS)}; {name!r} keeps its own map grid"
+        )
+    model = _factory(name)(resolve_device(device), files or {})
+    if sliding_map is not None:
+        from saliqa.iqa.nss import NssQualityModel
+
+        if not isinstance(model, NssQualityModel):  # SLIDING_MAP_MODELS lists NSS models only
+            raise TypeError(f"{name!r} is listed in SLIDING_MAP_MODELS but is not an NSS model")
+        model.use_sliding_map(sliding_map)
+    return model
 
 
 def find_model_files(name: str) -> dict[str, Path]:

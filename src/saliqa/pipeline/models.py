@@ -24,25 +24,34 @@ from saliqa.errors import CheckpointError
 from saliqa.fullref import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from saliqa.io.hashing import FileHashes, fingerprint, sha256_file
 from saliqa.iqa.base import QualityModel
+from saliqa.iqa.nss import SlidingMap
 from saliqa.iqa.registry import find_model_files, load_quality_model
 from saliqa.loading import to_unit_float
 
 
 @dataclass(frozen=True)
 class QualitySpec:
-    """A quality model: its name, parameter files (name, path, sha256) and device."""
+    """A quality model: its name, parameter files (name, path, sha256), device and, for NIQE and BRISQUE, the
+    sliding windows of its local map (``None``: the release's tiling)."""
 
     name: str
     device: str = "cpu"
     files: tuple[tuple[str, str, str], ...] = ()
+    sliding_map: SlidingMap | None = None
 
     @classmethod
-    def find(cls, name: str, device: torch.device | str, hashes: FileHashes | None = None) -> QualitySpec:
+    def find(
+        cls,
+        name: str,
+        device: torch.device | str,
+        hashes: FileHashes | None = None,
+        sliding_map: SlidingMap | None = None,
+    ) -> QualitySpec:
         """The spec of quality model ``name`` with the parameter files found on this machine now."""
         hashes = hashes or FileHashes()
         found = find_model_files(name)
         files = tuple((key, str(path), hashes.sha256(path)) for key, path in found.items())
-        return cls(name, str(device), files)
+        return cls(name, str(device), files, sliding_map)
 
     def build(self) -> QualityModel:
         """The live model, from exactly the files this spec names."""
@@ -51,10 +60,14 @@ class QualitySpec:
                 raise CheckpointError(
                     f"{path} ({self.name} {key}) changed since this run was planned; run again"
                 )
-        return load_quality_model(self.name, self.device, {key: Path(path) for key, path, _ in self.files})
+        files = {key: Path(path) for key, path, _ in self.files}
+        if self.sliding_map is None:  # the release's map: the plain call
+            return load_quality_model(self.name, self.device, files)
+        return load_quality_model(self.name, self.device, files, sliding_map=self.sliding_map)
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the model's outputs: the model's own fingerprint (name, version, weight hashes)."""
+        """What identifies the model's outputs: the model's own fingerprint (name, version, weight hashes, a
+        sliding map)."""
         return self.build().fingerprint()
 
 

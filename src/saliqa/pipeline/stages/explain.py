@@ -19,6 +19,7 @@ import torch
 
 from saliqa.config import RunConfig, result_settings
 from saliqa.device import resolve_device
+from saliqa.errors import ConfigError
 from saliqa.explain.compare import compare_maps, damage_map
 from saliqa.explain.statistics import eval_statistics_file, summarize_compare
 from saliqa.pipeline.engines import check_engine
@@ -52,6 +53,13 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 def _check(config: RunConfig) -> None:
     check_engine(config.engine)
     resolve_device(config.explain.device)
+    sliding = config.explain.sliding_map
+    if sliding is not None:
+        crop = explain_plan(config).crop  # evaluate.crop, or the crop of a model's published transforms
+        if sliding.patch > crop:
+            raise ConfigError(
+                f"explain.sliding_map.patch = {sliding.patch} is larger than the {crop}-pixel crop: no window fits"
+            )
 
 
 def explain_plan(config: RunConfig) -> CropPlan:
@@ -197,7 +205,8 @@ def _explain(ctx: StageContext) -> StageReport:
     config, layout, x = ctx.config, ctx.layout, ctx.config.explain
     device = _device(config)
     classifier_spec = ClassifierSpec.of(_checkpoint(ctx), device, ctx.run.hashes)
-    quality_spec = QualitySpec.find(config.rate.iqa, device, ctx.run.hashes)
+    sliding = x.sliding_map.windows() if x.sliding_map is not None else None
+    quality_spec = QualitySpec.find(config.rate.iqa, device, ctx.run.hashes, sliding_map=sliding)
     classifier, state = classifier_spec.build()
     quality = quality_spec.build()
     settings = ExplainSettings(x.methods, x.target, x.grid, x.options, config.seed, x.batch_size)

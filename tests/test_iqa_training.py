@@ -648,3 +648,11 @@ def test_the_curves_show_patch_losses_only_when_there_are_patches() -> None:
     loss_ax, corr_ax = _training_figure(training.log_frame(pictures)).axes
     assert [line.get_gid() for line in loss_ax.lines if line.get_gid()] == ["train_loss", "val_loss"]
     assert [line.get_gid() for line in corr_ax.lines if line.get_gid()] == ["val_srocc", "val_plcc"]
+
+
+def test_a_trained_judge_is_named_by_its_file_in_figures_and_folders() -> None:
+    from saliqa.iqa.registry import judge_label, judge_slug
+
+    assert judge_label("niqe") == "NIQE" and judge_slug("niqe") == "niqe"
+    assert judge_label("paq2piq:/runs/clive/best.pt") == "PAQ2PIQ (best.pt)"
+    assert judge_slug("paq2piq:/runs/clive/best.pt") == "paq2piq-best"

@@ -76,6 +76,19 @@ def trained_weights(name: str) -> Path | None:
     return Path(path).expanduser()
 
 
+def judge_label(name: str) -> str:
+    """How figures and tables name a judge: ``NIQE``, or ``PAQ2PIQ (best.pt)`` for trained weights (the file's
+    name, not its whole path; the path and hash are in the provenance)."""
+    weights = trained_weights(name)
+    return name.upper() if weights is None else f"PAQ2PIQ ({weights.name})"
+
+
+def judge_slug(name: str) -> str:
+    """A judge's name as one folder-name component: ``niqe``, or ``paq2piq-best`` for trained weights."""
+    weights = trained_weights(name)
+    return name if weights is None else f"paq2piq-{weights.stem}"
+
+
 def is_quality_model_name(name: str) -> bool:
     """Whether ``name`` names a quality model (a registered name or ``paq2piq:<path>``); no file is looked at."""
     return name in _FACTORIES or (

@@ -47,7 +47,7 @@ from saliqa.io.provenance import provenance
 from saliqa.io.tables import TableSchema
 from saliqa.iqa.base import QualityModel
 from saliqa.iqa.categories import CATEGORIES
-from saliqa.iqa.registry import check_quality_model
+from saliqa.iqa.registry import check_quality_model, judge_label, judge_slug
 from saliqa.iqa.validation import (
     LOGISTIC_FORMULA,
     METRIC_DESCRIPTIONS,
@@ -163,7 +163,7 @@ class ValidationResult:
 
 def default_out(iqa: str, data_name: str) -> Path:
     """``runs/iqa-validate/<iqa>-<data>``."""
-    return Path("runs") / "iqa-validate" / f"{iqa}-{data_name}"
+    return Path("runs") / "iqa-validate" / f"{judge_slug(iqa)}-{data_name}"
 
 
 def _score(
@@ -363,7 +363,7 @@ def validate_quality_model(
         mos,
         agreement.fit,
         out_dir / FIGURE,
-        judge=iqa,
+        judge=judge_label(iqa),
         higher_is_better=higher,
         data=iqa_set.name,
         mos_scale=iqa_set.mos_scale,
@@ -400,7 +400,7 @@ def format_result(result: ValidationResult) -> str:
     level = float(m["level"].iloc[0]) if len(m) else 0.95
     lines = [
         (
-            f"{result.iqa.upper()} ({direction(result.higher_is_better)}) vs MOS ({result.mos_scale}) on "
+            f"{judge_label(result.iqa)} ({direction(result.higher_is_better)}) vs MOS ({result.mos_scale}) on "
             f"{result.data}: {n} of {len(result.scores)} pictures"
         ),
         f"{'metric':<15}{'value':>9}   {level:.0%} interval",

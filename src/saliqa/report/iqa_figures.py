@@ -53,10 +53,10 @@ def plot_agreement(
             else "least-squares line (the logistic did not converge)"
         )
         ax.plot(grid, fit(grid), color=OKABE_ITO[3], linewidth=1.8, label=label)
-    ax.set_xlabel(f"{judge.upper()} score ({direction(higher_is_better)})")
+    ax.set_xlabel(f"{judge} score ({direction(higher_is_better)})")
     ax.set_ylabel(f"MOS, {mos_scale} (higher is better)")
     ax.set_title(
-        f"{judge.upper()} vs human opinion on {data}: SROCC {srocc:.3f}, PLCC (fitted) {plcc_logistic:.3f}"
+        f"{judge} vs human opinion on {data}: SROCC {srocc:.3f}, PLCC (fitted) {plcc_logistic:.3f}"
         + ("\n(SROCC on -score: lower-is-better judge, positive = agreement)" if not higher_is_better else "")
     )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False, fontsize=7)  # off the dots

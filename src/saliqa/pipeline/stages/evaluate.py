@@ -19,7 +19,7 @@ from saliqa.device import resolve_device
 from saliqa.errors import CheckpointError, ConfigError
 from saliqa.io.hashing import fingerprint
 from saliqa.io.tables import iter_row_groups, read_provenance, write_table
-from saliqa.iqa.registry import check_quality_model
+from saliqa.iqa.registry import check_quality_model, judge_label
 from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.evaluation import evaluate_to_dir
 from saliqa.pipeline.layout import RunLayout
@@ -151,7 +151,7 @@ def _evaluate(ctx: StageContext) -> StageReport:
     summary = summarize_eval_file(layout.eval, seed=config.seed, n_boot=e.bootstrap)
     summary_meta = {**meta, "fingerprint": ctx.fingerprint, "bootstrap": e.bootstrap}
     write_table(layout.summary, summary, summary_meta)
-    _evaluation_figures(config, layout, summary, judge=config.rate.iqa.upper())
+    _evaluation_figures(config, layout, summary, judge=judge_label(config.rate.iqa))
     messages += _robustness(config, layout, {**summary_meta, "baseline_sha256": _baseline_sha256(ctx)})
     messages[:0] = [_summary_line(summary, name) for name in ["val", *(s.name for s in e.extra_sets)]]
     counts = status_counts(layout.eval)

@@ -29,7 +29,7 @@ _RESERVED = ("format", "version", "arch", "classes", "state_dict")
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
     """Refuse what ``weights_only`` loading could not read back (numpy scalars, paths, defaultdicts, objects).
 
     Exact types on purpose: ``numpy.float64`` is a ``float`` subclass yet pickles as a numpy object.
@@ -39,12 +39,12 @@ def _check_plain(value: Any, where: str) -> None:
         return
     if kind in (list, tuple, set):
         for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
+            check_plain(item, f"{where}[{i}]")
         return
     if kind in (dict, OrderedDict):
         for key, item in value.items():
-            _check_plain(key, f"{where} key {key!r}")
-            _check_plain(item, f"{where}[{key!r}]")
+            check_plain(key, f"{where} key {key!r}")
+            check_plain(item, f"{where}[{key!r}]")
         return
     raise CheckpointError(
         f"{where} is a {kind.__module__}.{kind.__qualname__}; checkpoints hold only tensors and plain Python "
@@ -63,7 +63,7 @@ def save_checkpoint(
         raise CheckpointError(f"extra may not set the reserved keys {clash}")
     if len(classes) != classifier.n_classes:
         raise CheckpointError(f"{len(classes)} class names for a {classifier.n_classes}-class classifier")
-    _check_plain(extra, "extra")
+    check_plain(extra, "extra")
     payload = {
         "format": FORMAT,
         "version": VERSION,

@@ -86,7 +86,7 @@ class _Images(Dataset):
         return i, view, self.index[record["label"]]
 
 
-class _Batches(Sampler[list[tuple[str, int, int]]]):
+class EpochBatches(Sampler[list[tuple[str, int, int]]]):
     """The batches of the pass at hand (an epoch's training batches, or a validation pass)."""
 
     def __init__(self) -> None:
@@ -192,7 +192,7 @@ class Trainer:
         ]
         self.amp = config.amp and device.type == "cuda"
         self.steps_per_epoch = len(epoch_batches(len(self.train_records), config.batch_size, seed, 1))
-        self._batches = _Batches()
+        self._batches = EpochBatches()
         self._loader = self._open_loader()
 
     # -- data ---------------------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ class Trainer:
                 model, config.pretrained, progress=self.progress, trust=config.trust_checkpoint
             )
         model.to(self.device)
-        _move_optimizer_state(optimizer, self.device)
+        move_optimizer_state(optimizer, self.device)
         self.out.mkdir(parents=True, exist_ok=True)
         total = config.epochs * self.steps_per_epoch
         devices = [self.device] if self.device.type == "cuda" else []
@@ -398,7 +398,7 @@ class Trainer:
         save_checkpoint(path, model, classes=self.classes, extra=extra)
 
 
-def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """Optimiser buffers loaded on the CPU follow the model to its device."""
     for param_state in optimizer.state.values():
         for key, value in param_state.items():

@@ -70,7 +70,7 @@ from scipy import stats
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from saliqa.classify.checkpoint import _check_plain
+from saliqa.classify.checkpoint import check_plain
 from saliqa.classify.models import (
     IMAGENET_WEIGHTS,
     Classifier,
@@ -79,7 +79,7 @@ from saliqa.classify.models import (
     state_dict_of,
 )
 from saliqa.classify.p2p import STRIDE, P2PNet
-from saliqa.classify.train import _Batches, _move_optimizer_state, epoch_batches
+from saliqa.classify.train import EpochBatches, epoch_batches, move_optimizer_state
 from saliqa.device import resolve_device
 from saliqa.errors import CheckpointError, ConfigError, ImageRejected
 from saliqa.images import DecodePolicy, decode_image
@@ -434,7 +434,7 @@ def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
 
 def save_trained(path: Path, payload: dict[str, Any]) -> Path:
     """Write a ``saliqa-paq2piq`` file atomically, after checking it loads back with ``weights_only=True``."""
-    _check_plain(payload, "checkpoint")
+    check_plain(payload, "checkpoint")
     buffer = io.BytesIO()  # serialised in memory, so a failed write is a plain OSError
     torch.save(payload, buffer)
     with atomic_path(path) as tmp:
@@ -479,7 +479,7 @@ class _Training:
             _init_identity(init), [p.image_id for p in train], [p.image_id for p in val],
         )  # fmt: skip
         self.steps_per_epoch = len(epoch_batches(len(train), recipe.batch_size, recipe.seed, 1))
-        self.batches = _Batches()
+        self.batches = EpochBatches()
         dataset = _Pictures({"train": train, "val": val}, recipe, DecodePolicy())
         workers = min(workers, len(train))
         self.loader: DataLoader = data_loader(
@@ -681,7 +681,7 @@ class _Training:
                     net.head[-1].bias.fill_(float(np.mean(targets)))
             optimizer, scheduler = self._optimizer(net)
         net.to(self.device)
-        _move_optimizer_state(optimizer, self.device)
+        move_optimizer_state(optimizer, self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         total = r.epochs * self.steps_per_epoch
         with (

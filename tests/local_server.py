@@ -7,12 +7,15 @@ import threading
 
 
 class FileServer:
-    """Serves ``files`` (name -> bytes); honours ``Range: bytes=N-`` unless ``honour_range`` is off."""
+    """Serves ``files`` (name -> bytes); honours ``Range: bytes=N-`` unless ``honour_range`` is off;
+    ``drop_after[name] = n`` makes the next request for ``name`` announce the whole length, send ``n`` bytes
+    and close the connection (a transfer cut short)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.honour_range = True
+        self.drop_after: dict[str, int] = {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,7 +37,9 @@ class FileServer:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                self.wfile.write(body[start:])
+                cut = server.drop_after.pop(name, None)
+                self.wfile.write(body[start:] if cut is None else body[start : start + cut])
+                self.close_connection = cut is not None
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -46,6 +51,10 @@ class FileServer:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def names_requested(self, name: str) -> list[str | None]:
+        """The Range header of every request for ``name`` (None: a whole-file request)."""
+        return [ranged for n, ranged in self.requests if n == name]
 
     def stop(self) -> None:
         if self.running:

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import os
 import shutil
 import tarfile
-import threading
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_server import FileServer
 from PIL import Image
 
 from saliqa.cli import main
@@ -49,61 +47,6 @@ CLASSES = ("bakery", "kitchen")
 TRAIN = b"bakery/b0.jpg\nbakery/b1.jpg\nkitchen/k0.jpg\nkitchen/k1.jpg"
 TEST = b"bakery/b2.jpg\nkitchen/k2.jpg"
 TAR = "indoorCVPR_09.tar"
-
-
-# -- a local server that honours Range and can drop a connection ---------------------------------------------
-
-
-class RangeServer:
-    """Serves ``files`` on 127.0.0.1, honouring ``Range: bytes=N-``; ``drop_after[name] = n`` makes the next
-    request for ``name`` announce the whole length, send ``n`` bytes and close the connection."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                name, ranged = self.path.lstrip("/"), self.headers.get("Range")
-                server.requests.append((name, ranged))
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                body, start = server.files[name], 0
-                if ranged:
-                    start = int(ranged.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                cut = server.drop_after.pop(name, None)
-                self.wfile.write(body[start:] if cut is None else body[start : start + cut])
-                self.close_connection = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def names_requested(self, name: str) -> list[str | None]:
-        return [ranged for n, ranged in self.requests if n == name]
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
 
 
 def _jpeg(seed: int) -> bytes:
@@ -140,7 +83,7 @@ def _mit67_tar(prefix: str = "", extra: list[tuple[str, dict]] | None = None) ->
     return out.getvalue()
 
 
-def _entry(server: RangeServer, tar_bytes: bytes, *, sha1: str | None = None) -> DatasetEntry:
+def _entry(server: FileServer, tar_bytes: bytes, *, sha1: str | None = None) -> DatasetEntry:
     """The catalog's mit67 entry, its files served by ``server`` and pinned like the real ones."""
     server.files.update({TAR: tar_bytes, "TrainImages.txt": TRAIN, "TestImages.txt": TEST})
     return DatasetEntry(
@@ -175,14 +118,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def server() -> Iterator[RangeServer]:
-    s = RangeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def served(server: RangeServer, monkeypatch: pytest.MonkeyPatch) -> RangeServer:
+def served(server: FileServer, monkeypatch: pytest.MonkeyPatch) -> FileServer:
     """The fake MIT Indoor 67 on the local server, in the catalog as ``mit67``."""
     monkeypatch.setitem(CATALOG, "mit67", _entry(server, _mit67_tar()))
     return server
@@ -199,7 +135,7 @@ def _files_under(path: Path) -> set[str]:
 # -- downloading and unpacking ---------------------------------------------------------------------------
 
 
-def test_download_unpacks_what_read_mit67_reads(served: RangeServer, cache: Path) -> None:
+def test_download_unpacks_what_read_mit67_reads(served: FileServer, cache: Path) -> None:
     root = download_dataset("mit67", progress=True)
     assert root == cache / "mit67" == dataset_root("mit67")
     table = read_mit67(root)
@@ -224,7 +160,7 @@ def test_download_unpacks_what_read_mit67_reads(served: RangeServer, cache: Path
 
 
 def test_keep_archive_keeps_it_and_a_later_unpack_needs_no_network(
-    served: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    served: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     download_dataset("mit67", keep_archive=True, progress=False)
     kept = cache / ".downloads" / "mit67"
@@ -235,14 +171,14 @@ def test_keep_archive_keeps_it_and_a_later_unpack_needs_no_network(
     assert len(read_mit67(root)) == 6 and (root / MARKER).is_file()
 
 
-def test_interrupted_transfer_resumes_with_a_range_request(served: RangeServer, cache: Path) -> None:
+def test_interrupted_transfer_resumes_with_a_range_request(served: FileServer, cache: Path) -> None:
     served.drop_after[TAR] = 3000
     root = download_dataset("mit67", progress=False)
     assert served.names_requested(TAR) == [None, "bytes=3000-"]
     assert len(read_mit67(root)) == 6
 
 
-def test_interrupted_transfer_is_kept_for_the_next_run(served: RangeServer, cache: Path) -> None:
+def test_interrupted_transfer_is_kept_for_the_next_run(served: FileServer, cache: Path) -> None:
     served.drop_after[TAR] = 3000
     with pytest.raises(DownloadError) as info:
         download_dataset("mit67", progress=False, retries=0)
@@ -255,7 +191,7 @@ def test_interrupted_transfer_is_kept_for_the_next_run(served: RangeServer, cach
 
 
 def test_bad_checksum_unpacks_nothing(
-    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(CATALOG, "mit67", _entry(server, _mit67_tar(), sha1="0" * 40))
     with pytest.raises(DownloadError) as info:
@@ -272,7 +208,7 @@ def test_bad_checksum_unpacks_nothing(
 
 
 def test_an_archive_wrapped_in_one_folder_is_unwrapped(
-    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(CATALOG, "mit67", _entry(server, _mit67_tar(prefix="indoorCVPR_09/")))
     root = download_dataset("mit67", progress=False)
@@ -281,7 +217,7 @@ def test_an_archive_wrapped_in_one_folder_is_unwrapped(
 
 
 def test_an_archive_without_the_expected_layout_is_not_taken(
-    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
@@ -326,7 +262,7 @@ def _hostile_members(outside: Path) -> dict[str, list[tuple[str, dict]]]:
     ],
 )
 def test_hostile_archive_is_refused_whole(
-    server: RangeServer, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    server: FileServer, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -404,7 +340,7 @@ def test_data_dir_env_then_platform_cache(tmp_path: Path, monkeypatch: pytest.Mo
     assert data_dir() == tmp_path / "local" / "saliqa" / "data"
 
 
-def test_absent_or_half_made_dataset_names_the_command(served: RangeServer, cache: Path) -> None:
+def test_absent_or_half_made_dataset_names_the_command(served: FileServer, cache: Path) -> None:
     with pytest.raises(DatasetError) as info:
         dataset_root("mit67")
     message = str(info.value)
@@ -427,7 +363,7 @@ def test_absent_or_half_made_dataset_names_the_command(served: RangeServer, cach
 
 
 def test_a_marker_of_other_files_is_not_complete(
-    served: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    served: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = download_dataset("mit67", progress=False)
     newer = _entry(served, _mit67_tar(prefix="v2/"))
@@ -444,7 +380,7 @@ def test_unknown_dataset_names_the_known_ones() -> None:
         download_dataset("koniq")
 
 
-def test_cached_datasets(served: RangeServer, cache: Path) -> None:
+def test_cached_datasets(served: FileServer, cache: Path) -> None:
     assert cached_datasets() == []
     served.drop_after[TAR] = 3000
     with pytest.raises(DownloadError):
@@ -460,7 +396,7 @@ def test_cached_datasets(served: RangeServer, cache: Path) -> None:
 # -- the command line --------------------------------------------------------------------------------------
 
 
-def test_cli_download_and_list(served: RangeServer, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_download_and_list(served: FileServer, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert f"data cache: {cache}" in out and "downloadable: mit67\tMIT Indoor 67" in out
@@ -474,7 +410,7 @@ def test_cli_download_and_list(served: RangeServer, cache: Path, capsys: pytest.
 
 
 def test_cli_dir_option_and_errors(
-    served: RangeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = tmp_path / "other"
     assert main(["data", "download", "mit67", "--dir", str(other), "-q"]) == 0
@@ -490,7 +426,7 @@ def test_cli_dir_option_and_errors(
 # -- configs without a root ------------------------------------------------------------------------------
 
 
-def test_config_without_root_reads_the_cache(served: RangeServer, cache: Path) -> None:
+def test_config_without_root_reads_the_cache(served: FileServer, cache: Path) -> None:
     config = config_from_dict(
         {"data": {"source": "mit67"}, "evaluate": {"extra_sets": [{"name": "official", "source": "mit67"}]}}
     )
@@ -525,7 +461,7 @@ def test_other_sources_still_need_a_root() -> None:
 # -- the download layer's SHA-1 and cut-short bodies ----------------------------------------------------
 
 
-def test_sha1_is_checked_alongside_sha256(server: RangeServer, tmp_path: Path) -> None:
+def test_sha1_is_checked_alongside_sha256(server: FileServer, tmp_path: Path) -> None:
     data = os.urandom(5000)
     server.files["f.bin"] = data
     sha1, sha256 = hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
@@ -538,7 +474,7 @@ def test_sha1_is_checked_alongside_sha256(server: RangeServer, tmp_path: Path) -
         download(server.url("f.bin"), tmp_path / "g.bin", sha1="2" * 40, progress=False)
 
 
-def test_a_body_cut_short_is_never_a_finished_file(server: RangeServer, tmp_path: Path) -> None:
+def test_a_body_cut_short_is_never_a_finished_file(server: FileServer, tmp_path: Path) -> None:
     server.files["f.bin"] = os.urandom(5000)
     server.drop_after["f.bin"] = 1234
     with pytest.raises(DownloadError, match="closed after 1234 of 5000 bytes"):
@@ -561,7 +497,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def _koniq(server: RangeServer, pictures: int) -> DatasetEntry:
+def _koniq(server: FileServer, pictures: int) -> DatasetEntry:
     """The catalog's koniq10k entry in miniature: the same two zips and layout, ``pictures`` JPEGs expected."""
     scores = b"image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n" + b"".join(
         f"{i}.jpg,0,0,1,0,0,1,3.0,0.1,50.0\n".encode() for i in range(3)
@@ -580,7 +516,7 @@ def _koniq(server: RangeServer, pictures: int) -> DatasetEntry:
 
 
 def test_koniq10k_is_checked_by_its_content_and_its_hashes_recorded(
-    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert catalog.KONIQ10K.counts == (("1024x768/*.jpg", 10_073),)
     monkeypatch.setitem(CATALOG, "koniq10k", _koniq(server, pictures=3))
@@ -595,7 +531,7 @@ def test_koniq10k_is_checked_by_its_content_and_its_hashes_recorded(
 
 
 def test_koniq10k_with_a_picture_missing_is_not_taken(
-    server: RangeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(CATALOG, "koniq10k", _koniq(server, pictures=4))
     with pytest.raises(DatasetError, match=r"3 files 1024x768/\*\.jpg instead of 4"):

@@ -244,17 +244,7 @@ def read_clive(root: str | os.PathLike[str]) -> IqaSet:
     if mos_csv is not None:
         header, body = _read_csv(mos_csv, "CLIVE MOS file")
         _require(header, ("image", "mos"), mos_csv, "'image,mos' or 'image,mos,std'")
-        rows: dict[str, tuple[_Row, float, float]] = {}
-        for line, cells in body:
-            where = f"{mos_csv} line {line}"
-            name = cells.get("image", "")
-            if not name:
-                raise DatasetError(f"{where}: empty image name; fill it in or drop the line.")
-            if name in rows:
-                raise DatasetError(f"{where}: duplicate image {name!r}; each picture must appear once.")
-            mos = _number(cells.get("mos", ""), where, "MOS", required=True)
-            std = _number(cells.get("std", ""), where, "std", required=False)
-            rows[name] = (_Row(name, str(path / "Images" / name), "clive"), mos, std)
+        rows = _mos_rows(body, mos_csv, ("image", "mos", "std"), path / "Images", "clive")
         notes: list[str] = []
         files = [mos_csv]
     elif all((path / "Data" / n).is_file() for n in _CLIVE_MAT[:2]):
@@ -265,6 +255,32 @@ def read_clive(root: str | os.PathLike[str]) -> IqaSet:
         )
     source = f"clive:{path} ({', '.join(f.name for f in files)})"
     return _table("clive", source, rows, mos_scale="0-100", mos_files=tuple(files), notes=tuple(notes))
+
+
+def _mos_rows(
+    body: list[tuple[int, dict[str, str]]],
+    csv_path: Path,
+    columns: tuple[str, str, str | None],
+    pictures: Path,
+    source: str,
+) -> dict[str, tuple[_Row, float, float]]:
+    """Picture name -> (row, MOS, std) from a MOS file's lines; ``columns``: name, MOS and std (None: no std).
+    An empty or repeated name is an error naming the line."""
+    name_column, mos_column, std_column = columns
+    rows: dict[str, tuple[_Row, float, float]] = {}
+    for line, cells in body:
+        where = f"{csv_path} line {line}"
+        name = cells.get(name_column, "")
+        if not name:
+            raise DatasetError(f"{where}: empty {name_column}; fill it in or drop the line.")
+        if name in rows:
+            raise DatasetError(f"{where}: duplicate image {name!r}; each picture must appear once.")
+        mos = _number(cells.get(mos_column, ""), where, mos_column.upper(), required=True)
+        std = math.nan
+        if std_column is not None:
+            std = _number(cells.get(std_column, ""), where, std_column.upper(), required=False)
+        rows[name] = (_Row(name, str(pictures / name), source), mos, std)
+    return rows
 
 
 # -- KonIQ-10k ---------------------------------------------------------------------------------------------------
@@ -285,17 +301,8 @@ def read_koniq10k(root: str | os.PathLike[str]) -> IqaSet:
     header, body = _read_csv(scores, "KonIQ-10k scores")
     column = "mos" if "mos" in header else "mos_zscore" if "mos_zscore" in header else "mos"
     _require(header, ("image_name", column), scores, "with image_name and MOS (or MOS_zscore)")
-    rows: dict[str, tuple[_Row, float, float]] = {}
-    for line, cells in body:
-        where = f"{scores} line {line}"
-        name = cells.get("image_name", "")
-        if not name:
-            raise DatasetError(f"{where}: empty image_name; fill it in or drop the line.")
-        if name in rows:
-            raise DatasetError(f"{where}: duplicate image {name!r}; each picture must appear once.")
-        mos = _number(cells.get(column, ""), where, column.upper(), required=True)
-        std = _number(cells.get("sd", ""), where, "SD", required=False) if column == "mos" else math.nan
-        rows[name] = (_Row(name, str(path / KONIQ_PICTURES / name), "koniq10k"), mos, std)
+    columns = ("image_name", column, "sd" if column == "mos" else None)
+    rows = _mos_rows(body, scores, columns, path / KONIQ_PICTURES, "koniq10k")
     scale = "1-5" if column == "mos" else "MOS_zscore, ~0-100"
     return _table(
         "koniq10k", f"koniq10k:{path} ({column.upper()})", rows, mos_scale=scale, mos_files=(scores,)

@@ -543,3 +543,14 @@ def test_a_dataset_saliqa_may_not_fetch_says_where_to_get_it(capsys: pytest.Capt
     assert main(["data", "download", "clive", "-q"]) == 1
     err = capsys.readouterr().err
     assert "https://live.ece.utexas.edu/research/ChallengeDB/index.html" in err and "--root" in err
+
+
+def test_a_downloaded_dataset_is_readable_by_others_under_the_usual_umask(
+    served: FileServer, cache: Path
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        root = download_dataset("mit67", progress=False)
+    finally:
+        os.umask(previous)
+    assert root.stat().st_mode & 0o777 == 0o755

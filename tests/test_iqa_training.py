@@ -655,4 +655,20 @@ def test_a_trained_judge_is_named_by_its_file_in_figures_and_folders() -> None:
 
     assert judge_label("niqe") == "NIQE" and judge_slug("niqe") == "niqe"
     assert judge_label("paq2piq:/runs/clive/best.pt") == "PAQ2PIQ (best.pt)"
-    assert judge_slug("paq2piq:/runs/clive/best.pt") == "paq2piq-best"
+    assert judge_slug("paq2piq:/runs/clive/best.pt").startswith("paq2piq-best-")
+    assert judge_slug("paq2piq:/runs/clive/best.pt") != judge_slug("paq2piq:/runs/koniq/best.pt")
+
+
+def test_an_epoch_without_a_validation_score_never_displaces_a_validated_best() -> None:
+    from saliqa.iqa.training import _better, _rank
+
+    best: dict = {"rank": None}
+    history = [(0.45, 1.0), (0.52, 0.9), (float("nan"), float("nan")), (0.30, 1.2)]
+    chosen = None
+    for epoch, (srocc, loss) in enumerate(history, start=1):
+        row = {"val_srocc": srocc, "val_loss": loss}
+        if _better(row, best):
+            best, chosen = {"rank": list(_rank(row))}, epoch
+    assert chosen == 2
+    nan = {"val_srocc": float("nan"), "val_loss": float("nan")}
+    assert _better(nan, {"rank": None}) and _better(nan, {"rank": list(_rank(nan))})

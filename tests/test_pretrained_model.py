@@ -297,3 +297,27 @@ def test_explain_crops_what_evaluate_judged_with_the_published_resize(tmp_path: 
         {**values, "model": {"name": "torchvision:resnet50.IMAGENET1K_V2", "transforms": "study"}}
     )
     assert CropPlan.from_config(study).resize is None and CropPlan.from_config(study).crop == 224
+
+
+def test_checks_before_any_work_and_names_that_resolve() -> None:
+    from saliqa.classify.pretrained import check_model_source, concrete_name
+
+    assert concrete_name("torchvision:resnet50.DEFAULT") == "torchvision:resnet50.IMAGENET1K_V2"
+    with pytest.raises(
+        Exception, match="no classification model"
+    ):  # quantized builders: refused, not fetched
+        check_model_source(name="torchvision:quantized_resnet50.IMAGENET1K_FBGEMM_V2")
+    with pytest.raises(CheckpointError, match="no weights file"):
+        check_model_source(name="timm:resnet18.a1_in1k", weights=Path("/nonexistent/weights.pth"))
+    # the two builders whose published weights expect torchvision's own input transform
+    assert build_classifier("torchvision:inception_v3", 10).net.transform_input
+    assert build_classifier("torchvision:googlenet", 10).net.transform_input
+
+
+def test_a_timm_weights_file_is_read_weights_only(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    path = tmp_path / "whole.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False), path)  # a whole module: needs the unpickler
+    with pytest.raises(CheckpointError, match="model.trust_checkpoint = true"):
+        load_model(name="timm:resnet18.a1_in1k", weights=path)
+    assert load_model(name="timm:resnet18.a1_in1k", weights=path, trust=True).classes[0] == "n01440764"

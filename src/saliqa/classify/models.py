@@ -96,9 +96,10 @@ def _build(arch: str, n_classes: int) -> Classifier:
         builder = arch[len(TORCHVISION_PREFIX) :]
         if builder not in torchvision.models.list_models(module=torchvision.models):
             raise UnknownModelError(f"torchvision has no classification model {builder!r}")
-        return Classifier(
-            arch, torchvision.models.get_model(builder, weights=None, num_classes=n_classes), n_classes
-        )
+        # torchvision's builders turn these two's input transform on for their published weights
+        extra = {"transform_input": True} if builder in ("inception_v3", "googlenet") else {}
+        net = torchvision.models.get_model(builder, weights=None, num_classes=n_classes, **extra)
+        return Classifier(arch, net, n_classes)
     if arch.startswith(TIMM_PREFIX):
         name = arch[len(TIMM_PREFIX) :]
         timm = _import_timm()

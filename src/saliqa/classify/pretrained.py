@@ -39,6 +39,7 @@ __all__ = [
     "EvalTransforms",
     "ReadyModel",
     "check_model_source",
+    "concrete_name",
     "imagenet_wnids",
     "load_model",
     "published_transforms",
@@ -108,10 +109,21 @@ def torchvision_weights(rest: str) -> torchvision.models.WeightsEnum:
         raise UnknownModelError(
             f"torchvision:{builder} has no weights {tag!r}; choose one of {', '.join(names)}"
         )
-    weights = entries[tag] if tag != "DEFAULT" else entries.DEFAULT
+    weights = (
+        entries[tag] if tag != "DEFAULT" else entries.DEFAULT
+    )  # DEFAULT: whichever this torchvision means
     if len(weights.meta.get("categories") or ()) != 1000:
         raise UnknownModelError(f"torchvision:{rest} is not an ImageNet-1k classifier")
     return weights
+
+
+def concrete_name(name: str) -> str:
+    """``torchvision:resnet50.DEFAULT`` -> ``torchvision:resnet50.IMAGENET1K_V2`` (what this torchvision means by
+    it); other names as they are."""
+    kind, rest = _split_name(name)
+    if kind != "torchvision":
+        return name
+    return f"torchvision:{rest.partition('.')[0]}.{torchvision_weights(rest).name}"
 
 
 def _timm():
@@ -153,18 +165,19 @@ def _tensor_sha256(tensors: dict[str, Tensor]) -> str:
 def _load_torchvision(rest: str, weights_dir: Path | None, progress: bool) -> ReadyModel:
     weights = torchvision_weights(rest)
     builder = rest.partition(".")[0]
-    directory = weights_dir or Path(torch.hub.get_dir()) / "checkpoints"
-    path = ensure_weights(named_weights_file(weights), directory, progress=progress)
-    classifier = build_classifier(f"{TORCHVISION_PREFIX}{builder}", 1000)
+    classifier = build_classifier(f"{TORCHVISION_PREFIX}{builder}", 1000)  # before any download
     t = weights.transforms()
     if tuple(t.mean) != IMAGENET_MEAN or tuple(t.std) != IMAGENET_STD:
         raise UnknownModelError(f"torchvision:{rest} normalises with other statistics than ImageNet's")
+    directory = weights_dir or Path(torch.hub.get_dir()) / "checkpoints"
+    path = ensure_weights(named_weights_file(weights), directory, progress=progress)
     tensors = state_dict_of(read_weights_file(path), path)
     try:
         classifier.net.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit torchvision:{builder}: {err}") from err
     wnids, names = imagenet_wnids()
+    rest = f"{builder}.{weights.name}"  # DEFAULT named by the weights it stands for
     return ReadyModel(
         classifier,
         wnids,
@@ -175,11 +188,15 @@ def _load_torchvision(rest: str, weights_dir: Path | None, progress: bool) -> Re
     )
 
 
-def _load_timm(rest: str, weights: Path | None) -> ReadyModel:
+def _load_timm(rest: str, weights: Path | None, trust: bool) -> ReadyModel:
     timm = _timm()
-    overlay = {"file": str(weights)} if weights is not None else None
     try:
-        net = timm.create_model(rest, pretrained=True, pretrained_cfg_overlay=overlay)
+        if weights is None:  # timm fetches the published file (or reads its offline cache)
+            net = timm.create_model(rest, pretrained=True)
+        else:  # a local file is read by saliqa, weights-only unless the user opts in
+            net = timm.create_model(rest, pretrained=False)
+            tensors = state_dict_of(read_weights_file(weights, trust=trust, opt_in=TRUST_MODEL), weights)
+            net.load_state_dict(tensors, strict=True)
     except (RuntimeError, OSError) as err:
         where = f"the file {weights}" if weights else "the Hugging Face hub (or its offline cache)"
         raise CheckpointError(f"timm:{rest}: could not load its weights from {where}: {err}") from err
@@ -249,7 +266,9 @@ def load_model(
     if name is not None:
         kind, rest = _split_name(name)
         ready = (
-            _load_timm(rest, weights) if kind == "timm" else _load_torchvision(rest, weights_dir, progress)
+            _load_timm(rest, weights, trust)
+            if kind == "timm"
+            else _load_torchvision(rest, weights_dir, progress)
         )
     elif checkpoint is not None:
         ready = _load_checkpoint(Path(checkpoint), arch, classes, trust)
@@ -265,11 +284,18 @@ def check_model_source(
     checkpoint: Path | None = None,
     arch: str | None = None,
     classes: Path | None = None,
+    weights: Path | None = None,
     trust: bool = False,
 ) -> None:
-    """Fail now, before any work and without the network, when a ``[model]`` cannot be loaded."""
+    """Fail now, before any work and without the network, when a ``[model]`` cannot be loaded: the name is
+    known, its architecture builds, a local weights file is there and readable."""
     if name is not None:
         published_transforms(name)  # knows the name (and that timm is there, for timm:)
+        kind, rest = _split_name(name)
+        architecture = f"{TORCHVISION_PREFIX}{rest.partition('.')[0]}" if kind == "torchvision" else name
+        build_classifier(architecture, 1000)
+        if weights is not None:
+            state_dict_of(read_weights_file(weights, trust=trust, opt_in=TRUST_MODEL), weights)
         return
     if checkpoint is not None:
         _load_checkpoint(Path(checkpoint), arch, classes, trust)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -349,7 +350,9 @@ def download_dataset(
         for f in entry.files
     ]
     _clear_leftovers(base, entry.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.unpack-", dir=base))
+    # made under the user's umask, not mkdtemp's private 0700: it becomes the dataset folder of a shared cache
+    staging = base / f".{entry.name}.unpack-{secrets.token_hex(6)}"
+    staging.mkdir(parents=True)
     try:
         for remote, path in zip(entry.files, fetched, strict=True):
             if remote.unpack:

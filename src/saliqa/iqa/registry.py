@@ -3,6 +3,7 @@ entry (and its parameter files, if any, in :data:`saliqa.iqa.weights.WEIGHTS`); 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +87,9 @@ def judge_label(name: str) -> str:
 def judge_slug(name: str) -> str:
     """A judge's name as one folder-name component: ``niqe``, or ``paq2piq-best`` for trained weights."""
     weights = trained_weights(name)
-    return name if weights is None else f"paq2piq-{weights.stem}"
+    if weights is None:
+        return name
+    return f"paq2piq-{weights.stem}-{hashlib.sha256(str(weights).encode()).hexdigest()[:8]}"
 
 
 def is_quality_model_name(name: str) -> bool:

@@ -427,8 +427,10 @@ def _rank(row: dict[str, Any]) -> tuple[float, float]:
 def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
     """Whether this epoch beats the best so far; ties keep the earlier one; without any validation the latest
     epoch is the best there is."""
-    if best["rank"] is None or math.isnan(row["val_srocc"]):
+    if best["rank"] is None:
         return True
+    if math.isnan(row["val_srocc"]):  # no validation this epoch (or a diverged one): only over another such
+        return best["rank"][0] == -2.0
     return _rank(row) > tuple(best["rank"])
 
 

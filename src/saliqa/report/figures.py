@@ -13,6 +13,7 @@ import pandas as pd
 
 from saliqa.io.atomic import atomic_path
 from saliqa.iqa.categories import CATEGORIES
+from saliqa.iqa.registry import judge_label
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 """Okabe & Ito's colour-blind-safe palette: every figure's colours come from it, in this order."""
@@ -55,7 +56,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def _judge(ratings: pd.DataFrame) -> str:
     names = ratings["iqa"].dropna().unique()
-    return ", ".join(str(n).upper() for n in names) or "?"
+    return ", ".join(judge_label(str(n)) for n in names) or "?"
 
 
 def plot_quality_histogram(ratings: pd.DataFrame, path: str | Path, score_label: str | None = None) -> Path:

@@ -24,7 +24,7 @@ from saliqa.device import resolve_device
 from saliqa.errors import ImageRejected
 from saliqa.images import DecodedImage, DecodePolicy, decode_image, reject_status, to_batch
 from saliqa.iqa.base import PatchGrid, QualityModel
-from saliqa.iqa.registry import check_quality_model
+from saliqa.iqa.registry import check_quality_model, judge_label
 from saliqa.pipeline.engines import check_engine
 from saliqa.pipeline.layout import RunLayout
 from saliqa.pipeline.mapstore import write_map_shard
@@ -270,7 +270,7 @@ def _rate(ctx: StageContext) -> StageReport:
     meta = ctx.meta("rate", model=model.fingerprint(), device=str(model.device), dataset=table.source)
     RATINGS.write(layout.ratings, ratings, meta)
     direction = "higher" if model.higher_is_better else "lower"
-    label = f"{model.name.upper()} score ({direction} is better)"
+    label = f"{judge_label(ctx.config.rate.iqa)} score ({direction} is better)"
     plot_quality_histogram(ratings, layout.path(RunLayout.QUALITY_HISTOGRAM), score_label=label)
     plot_category_counts(ratings, layout.path(RunLayout.CATEGORY_COUNTS))  # rate must not depend on split
     counts = ratings["status"].value_counts().to_dict()

@@ -9,7 +9,7 @@ from typing import Any
 
 from saliqa.classify.checkpoint import save_checkpoint
 from saliqa.classify.models import check_pretrained
-from saliqa.classify.pretrained import ReadyModel, check_model_source, load_model
+from saliqa.classify.pretrained import ReadyModel, check_model_source, concrete_name, load_model
 from saliqa.classify.train import Trainer
 from saliqa.config import ModelConfig, RunConfig, TrainConfig, config_to_dict, result_settings
 from saliqa.device import resolve_device
@@ -36,7 +36,8 @@ def _model_source(m: ModelConfig) -> dict[str, Any]:
 
 def _check(config: RunConfig) -> None:
     if config.model is not None:
-        check_model_source(**_model_source(config.model), trust=config.model.trust_checkpoint)
+        m = config.model
+        check_model_source(**_model_source(m), weights=m.weights, trust=m.trust_checkpoint)
         return
     resolve_device(config.train.device)
     check_pretrained(config.train.arch, config.train.pretrained, trust=config.train.trust_checkpoint)
@@ -44,7 +45,10 @@ def _check(config: RunConfig) -> None:
 
 def _settings(config: RunConfig) -> dict[str, Any]:
     if config.model is not None:  # nothing trains: only what the model is counts
-        return {"model": result_settings(config.model)}
+        settings = result_settings(config.model)
+        if config.model.name is not None:  # an alias (DEFAULT) by the weights it stands for here
+            settings["name"] = concrete_name(config.model.name)
+        return {"model": settings}
     device = resolve_device(config.train.device)
     return {
         "train": training_settings(config.train, device.type),

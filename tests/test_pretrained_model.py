@@ -321,3 +321,19 @@ def test_a_timm_weights_file_is_read_weights_only(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="model.trust_checkpoint = true"):
         load_model(name="timm:resnet18.a1_in1k", weights=path)
     assert load_model(name="timm:resnet18.a1_in1k", weights=path, trust=True).classes[0] == "n01440764"
+
+
+def test_grad_cams_layer_of_torchvision_models_is_channels_first() -> None:
+    from saliqa.classify.models import target_layer
+
+    seen: dict[str, torch.Size] = {}
+    for builder in ("vgg11", "swin_t", "resnet18"):
+        classifier = build_classifier(f"torchvision:{builder}", 4).eval()
+        hook = target_layer(classifier).register_forward_hook(
+            lambda module, inputs, output, name=builder: seen.update({name: output.shape})
+        )  # returns None: the output stays as it is
+        with torch.no_grad():
+            classifier(torch.rand(1, 3, 224, 224))
+        hook.remove()
+        shape = seen[builder]
+        assert shape[1] > shape[2] == shape[3], (builder, shape)  # (1, C, h, w) with C > h = w

@@ -130,6 +130,8 @@ def target_layer(classifier: Classifier) -> nn.Module:
         return net.body[7]
     if isinstance(net, torchvision.models.ResNet):
         return net.layer4
+    if isinstance(net, torchvision.models.SwinTransformer):  # its blocks are channels-last: after the permute
+        return net.permute
     if isinstance(getattr(net, "features", None), nn.Sequential):  # VGG, AlexNet, DenseNet, EfficientNet, ...
         return net.features[-1]
     feature_info = getattr(net, "feature_info", None)

@@ -19,7 +19,7 @@ from PIL import Image
 from saliqa.classify import pretrained
 from saliqa.classify.checkpoint import load_checkpoint, save_checkpoint
 from saliqa.classify.models import build_classifier
-from saliqa.classify.pretrained import load_model, published_transforms
+from saliqa.classify.pretrained import ModelSource, published_transforms
 from saliqa.classify.transforms import resize_short_side
 from saliqa.config import config_from_dict
 from saliqa.errors import CheckpointError, ConfigError
@@ -232,20 +232,20 @@ def test_a_plain_state_dict_needs_arch_and_classes(tmp_path: Path) -> None:
     path = tmp_path / "plain.pt"
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="give model.arch and model.classes"):
-        load_model(checkpoint=path)
+        ModelSource(checkpoint=path).load()
     names = tmp_path / "classes.txt"
     names.write_text("cat\ndog\n")
-    ready = load_model(checkpoint=path, arch="resnet18", classes=names)
+    ready = ModelSource(checkpoint=path, arch="resnet18", classes=names).load()
     assert ready.classes == ["cat", "dog"]
     x = torch.rand(1, 3, 64, 64)
     reference = build_classifier("resnet18", 2, seed=1).eval()
     torch.testing.assert_close(ready.classifier(x), reference(x), rtol=0, atol=0)
     names.write_text("cat\ncat\n")
     with pytest.raises(CheckpointError, match="repeated: cat"):
-        load_model(checkpoint=path, arch="resnet18", classes=names)
+        ModelSource(checkpoint=path, arch="resnet18", classes=names).load()
     names.write_text("a\nb\nc\n")
     with pytest.raises(CheckpointError, match="does not fit resnet18 with 3 classes"):
-        load_model(checkpoint=path, arch="resnet18", classes=names)
+        ModelSource(checkpoint=path, arch="resnet18", classes=names).load()
 
 
 def test_a_full_pickle_needs_the_opt_in(tmp_path: Path) -> None:
@@ -254,8 +254,8 @@ def test_a_full_pickle_needs_the_opt_in(tmp_path: Path) -> None:
     names = tmp_path / "classes.txt"
     names.write_text("cat\ndog\n")
     with pytest.raises(CheckpointError, match="model.trust_checkpoint = true"):
-        load_model(checkpoint=path, arch="resnet18", classes=names)
-    ready = load_model(checkpoint=path, arch="resnet18", classes=names, trust=True)
+        ModelSource(checkpoint=path, arch="resnet18", classes=names).load()
+    ready = ModelSource(checkpoint=path, arch="resnet18", classes=names, trust=True).load()
     assert ready.classes == ["cat", "dog"]
 
 
@@ -267,7 +267,7 @@ def test_timm_model_by_name_from_a_local_file(tmp_path: Path) -> None:
     net = timm.create_model("resnet18", pretrained=False).eval()
     path = tmp_path / "weights.pth"
     torch.save(net.state_dict(), path)
-    ready = load_model(name="timm:resnet18.a1_in1k", weights=path)
+    ready = ModelSource(name="timm:resnet18.a1_in1k", weights=path).load()
     assert (ready.transforms.resize, ready.transforms.crop, ready.transforms.interpolation) == (
         235,
         224,
@@ -300,15 +300,15 @@ def test_explain_crops_what_evaluate_judged_with_the_published_resize(tmp_path: 
 
 
 def test_checks_before_any_work_and_names_that_resolve() -> None:
-    from saliqa.classify.pretrained import check_model_source, concrete_name
+    from saliqa.classify.pretrained import concrete_name
 
     assert concrete_name("torchvision:resnet50.DEFAULT") == "torchvision:resnet50.IMAGENET1K_V2"
     with pytest.raises(
         Exception, match="no classification model"
     ):  # quantized builders: refused, not fetched
-        check_model_source(name="torchvision:quantized_resnet50.IMAGENET1K_FBGEMM_V2")
+        ModelSource(name="torchvision:quantized_resnet50.IMAGENET1K_FBGEMM_V2").check()
     with pytest.raises(CheckpointError, match="no weights file"):
-        check_model_source(name="timm:resnet18.a1_in1k", weights=Path("/nonexistent/weights.pth"))
+        ModelSource(name="timm:resnet18.a1_in1k", weights=Path("/nonexistent/weights.pth")).check()
     # the two builders whose published weights expect torchvision's own input transform
     assert build_classifier("torchvision:inception_v3", 10).net.transform_input
     assert build_classifier("torchvision:googlenet", 10).net.transform_input
@@ -319,8 +319,10 @@ def test_a_timm_weights_file_is_read_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "whole.pth"
     torch.save(timm.create_model("resnet18", pretrained=False), path)  # a whole module: needs the unpickler
     with pytest.raises(CheckpointError, match="model.trust_checkpoint = true"):
-        load_model(name="timm:resnet18.a1_in1k", weights=path)
-    assert load_model(name="timm:resnet18.a1_in1k", weights=path, trust=True).classes[0] == "n01440764"
+        ModelSource(name="timm:resnet18.a1_in1k", weights=path).load()
+    assert (
+        ModelSource(name="timm:resnet18.a1_in1k", weights=path, trust=True).load().classes[0] == "n01440764"
+    )
 
 
 def test_grad_cams_layer_of_torchvision_models_is_channels_first() -> None:

@@ -72,7 +72,8 @@ def classifier_names() -> list[str]:
     return list(_BUILTIN)
 
 
-def _import_timm():
+def import_timm():
+    """The optional timm package, or an error saying how to install it."""
     try:
         return importlib.import_module("timm")
     except ImportError as err:
@@ -102,7 +103,7 @@ def _build(arch: str, n_classes: int) -> Classifier:
         return Classifier(arch, net, n_classes)
     if arch.startswith(TIMM_PREFIX):
         name = arch[len(TIMM_PREFIX) :]
-        timm = _import_timm()
+        timm = import_timm()
         if not name or not timm.is_model(name):
             raise UnknownModelError(f"unknown timm model {name!r}; list them with timm.list_models()")
         net = timm.create_model(name, pretrained=False, num_classes=n_classes)

@@ -27,6 +27,7 @@ from saliqa.classify.models import (
     TORCHVISION_PREFIX,
     Classifier,
     build_classifier,
+    import_timm,
     read_weights_file,
     state_dict_of,
     torchvision_file,
@@ -37,11 +38,10 @@ from saliqa.io.hashing import sha256_file
 
 __all__ = [
     "EvalTransforms",
+    "ModelSource",
     "ReadyModel",
-    "check_model_source",
     "concrete_name",
     "imagenet_wnids",
-    "load_model",
     "published_transforms",
     "torchvision_weights",
 ]
@@ -126,23 +126,13 @@ def concrete_name(name: str) -> str:
     return f"torchvision:{rest.partition('.')[0]}.{torchvision_weights(rest).name}"
 
 
-def _timm():
-    try:
-        import timm
-    except ImportError as err:
-        raise UnknownModelError(
-            "timm models need the optional package timm: pip install 'saliqa[timm]'"
-        ) from err
-    return timm
-
-
 def published_transforms(name: str) -> EvalTransforms:
     """The evaluation transforms published with a named model; no download."""
     kind, rest = _split_name(name)
     if kind == "torchvision":
         t = torchvision_weights(rest).transforms()
         return EvalTransforms(int(t.resize_size[0]), int(t.crop_size[0]), t.interpolation.value)
-    cfg = _timm().models.get_pretrained_cfg(rest)
+    cfg = import_timm().models.get_pretrained_cfg(rest)
     if cfg is None:
         raise UnknownModelError(f"timm has no pretrained model {rest!r}; see timm.list_pretrained()")
     crop = int(cfg.input_size[-1])
@@ -189,7 +179,7 @@ def _load_torchvision(rest: str, weights_dir: Path | None, progress: bool) -> Re
 
 
 def _load_timm(rest: str, weights: Path | None, trust: bool) -> ReadyModel:
-    timm = _timm()
+    timm = import_timm()
     try:
         if weights is None:  # timm fetches the published file (or reads its offline cache)
             net = timm.create_model(rest, pretrained=True)
@@ -251,51 +241,44 @@ def _load_checkpoint(path: Path, arch: str | None, classes: Path | None, trust: 
     return ReadyModel(classifier, names, f"{arch} from {path}", digest)
 
 
-def load_model(
-    *,
-    name: str | None = None,
-    checkpoint: Path | None = None,
-    arch: str | None = None,
-    classes: Path | None = None,
-    weights: Path | None = None,
-    trust: bool = False,
-    weights_dir: Path | None = None,
-    progress: bool = True,
-) -> ReadyModel:
-    """The classifier of a ``[model]`` section, in eval mode on the CPU."""
-    if name is not None:
-        kind, rest = _split_name(name)
-        ready = (
-            _load_timm(rest, weights, trust)
-            if kind == "timm"
-            else _load_torchvision(rest, weights_dir, progress)
-        )
-    elif checkpoint is not None:
-        ready = _load_checkpoint(Path(checkpoint), arch, classes, trust)
-    else:
-        raise CheckpointError("a model needs a name or a checkpoint")
-    ready.classifier.eval()
-    return ready
+@dataclass(frozen=True)
+class ModelSource:
+    """What a ``[model]`` section names: published weights (``name``, a timm ``weights`` file), or a
+    ``checkpoint`` (with ``arch`` and ``classes`` for a plain state dict); ``trust`` opts into full pickles."""
 
+    name: str | None = None
+    checkpoint: Path | None = None
+    arch: str | None = None
+    classes: Path | None = None
+    weights: Path | None = None
+    trust: bool = False
 
-def check_model_source(
-    *,
-    name: str | None = None,
-    checkpoint: Path | None = None,
-    arch: str | None = None,
-    classes: Path | None = None,
-    weights: Path | None = None,
-    trust: bool = False,
-) -> None:
-    """Fail now, before any work and without the network, when a ``[model]`` cannot be loaded: the name is
-    known, its architecture builds, a local weights file is there and readable."""
-    if name is not None:
-        published_transforms(name)  # knows the name (and that timm is there, for timm:)
-        kind, rest = _split_name(name)
-        architecture = f"{TORCHVISION_PREFIX}{rest.partition('.')[0]}" if kind == "torchvision" else name
-        build_classifier(architecture, 1000)
-        if weights is not None:
-            state_dict_of(read_weights_file(weights, trust=trust, opt_in=TRUST_MODEL), weights)
-        return
-    if checkpoint is not None:
-        _load_checkpoint(Path(checkpoint), arch, classes, trust)
+    def check(self) -> None:
+        """Fail now, before any work and without the network, when the model cannot be loaded: the name is
+        known, its architecture builds, a local weights file is there and readable."""
+        if self.name is not None:
+            published_transforms(self.name)  # knows the name (and that timm is there, for timm:)
+            kind, rest = _split_name(self.name)
+            builder = rest.partition(".")[0]
+            build_classifier(f"{TORCHVISION_PREFIX}{builder}" if kind == "torchvision" else self.name, 1000)
+            if self.weights is not None:
+                read = read_weights_file(self.weights, trust=self.trust, opt_in=TRUST_MODEL)
+                state_dict_of(read, self.weights)
+        elif self.checkpoint is not None:
+            _load_checkpoint(Path(self.checkpoint), self.arch, self.classes, self.trust)
+
+    def load(self, *, weights_dir: Path | None = None, progress: bool = True) -> ReadyModel:
+        """The classifier, in eval mode on the CPU."""
+        if self.name is not None:
+            kind, rest = _split_name(self.name)
+            ready = (
+                _load_timm(rest, self.weights, self.trust)
+                if kind == "timm"
+                else _load_torchvision(rest, weights_dir, progress)
+            )
+        elif self.checkpoint is not None:
+            ready = _load_checkpoint(Path(self.checkpoint), self.arch, self.classes, self.trust)
+        else:
+            raise CheckpointError("a model needs a name or a checkpoint")
+        ready.classifier.eval()
+        return ready

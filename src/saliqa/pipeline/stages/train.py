@@ -9,7 +9,7 @@ from typing import Any
 
 from saliqa.classify.checkpoint import save_checkpoint
 from saliqa.classify.models import check_pretrained
-from saliqa.classify.pretrained import ReadyModel, check_model_source, concrete_name, load_model
+from saliqa.classify.pretrained import ModelSource, ReadyModel, concrete_name
 from saliqa.classify.train import Trainer
 from saliqa.config import ModelConfig, RunConfig, TrainConfig, config_to_dict, result_settings
 from saliqa.device import resolve_device
@@ -30,14 +30,13 @@ def training_settings(t: TrainConfig, device_type: str) -> dict[str, Any]:
     return {k: v for k, v in result_settings(t).items() if k not in unused}
 
 
-def _model_source(m: ModelConfig) -> dict[str, Any]:
-    return {"name": m.name, "checkpoint": m.checkpoint, "arch": m.arch, "classes": m.classes}
+def _model_source(m: ModelConfig) -> ModelSource:
+    return ModelSource(m.name, m.checkpoint, m.arch, m.classes, m.weights, m.trust_checkpoint)
 
 
 def _check(config: RunConfig) -> None:
     if config.model is not None:
-        m = config.model
-        check_model_source(**_model_source(m), weights=m.weights, trust=m.trust_checkpoint)
+        _model_source(config.model).check()
         return
     resolve_device(config.train.device)
     check_pretrained(config.train.arch, config.train.pretrained, trust=config.train.trust_checkpoint)
@@ -86,9 +85,7 @@ def match_classes(labels: list[str], classes: list[str], source: str) -> None:
 
 def _evaluate_as_is(ctx: StageContext, m: ModelConfig) -> StageReport:
     """Fetch the model, check its classes against the labels, and write it as the run's checkpoint."""
-    ready: ReadyModel = load_model(
-        **_model_source(m), weights=m.weights, trust=m.trust_checkpoint, progress=ctx.progress
-    )
+    ready: ReadyModel = _model_source(m).load(progress=ctx.progress)
     _, val = split_records(ctx.layout)
     match_classes(sorted(val["label"].unique()), ready.classes, ready.source)
     extra: dict[str, Any] = {

@@ -305,15 +305,19 @@ def _corrupt_chunk(
             if not exact:
                 dest.div_(255.0)
             return
-        contiguous = torch.contiguous_format
-        x = images.to(torch.float64, memory_format=contiguous) if exact else (images * 255.0).contiguous()
+        x = images.to(torch.float64, memory_format=torch.contiguous_format) if exact else _scaled_copy(images)
         out = entry.apply(x, severity, _draws(entry, x, severity, seed, ids))
-        if exact:
-            dest.copy_(out)  # truncation of values in [0, 255], as np.uint8 does
-        elif out.dtype == dest.dtype:
-            torch.floor(out, out=dest).div_(255.0)
-        else:
-            dest.copy_(torch.floor(out).div_(255.0))
+        if not exact:  # the levels, in the corruption's own layout: writing through ``out=`` into a
+            out = out.floor_().div_(255.0)  # channels-last ``dest`` would cost 4x a plain copy
+        dest.copy_(out)  # the exact path truncates values in [0, 255] to uint8, as np.uint8 does
+
+
+def _scaled_copy(images: torch.Tensor) -> torch.Tensor:
+    """``images * 255`` as a new channels-first tensor: transposed first, then scaled in place, which is a
+    third of the time of scaling a channels-last batch and transposing the result."""
+    if images.is_contiguous():
+        return images * 255.0
+    return images.contiguous().mul_(255.0)
 
 
 def _to_levels(images: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ SHOT_PHOTONS = (60, 25, 12, 5, 3)
 IMPULSE_AMOUNT = (0.03, 0.06, 0.09, 0.17, 0.27)
 SPECKLE_SCALE = (0.15, 0.2, 0.35, 0.45, 0.6)
 SALT_VS_PEPPER = 0.5  # skimage.util.random_noise's default for 's&p'
+ANY_LAYOUT = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")  # pixel-wise (see registry)
 
 
 def _hwc_shape(image: torch.Tensor) -> tuple[int, int, int]:

@@ -76,6 +76,8 @@ class Corruption:
     ``apply`` is the deterministic, batched part; ``draw`` (None for deterministic corruptions) makes one
     image's random draws. ``batched`` is False for the few that go through a CPU codec image by image;
     ``on_levels`` is True for those whose ``apply`` takes and returns uint8 levels instead of floats.
+    ``any_layout`` is True for the pixel-wise ones, computed in the batch's own memory layout: a
+    channels-last batch (decoded images) is then never transposed, nor are their (H, W, 3) draws.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Corruption:
     draw: DrawFn | None = None
     batched: bool = True
     on_levels: bool = False
+    any_layout: bool = False
 
     @property
     def random(self) -> bool:
@@ -101,6 +104,7 @@ def _entry(name: str, family: Family, group: Group, module: ModuleType) -> Corru
         draw=getattr(module, f"draw_{name}", None),
         batched=name not in getattr(module, "IMAGE_BY_IMAGE", ()),
         on_levels=name in getattr(module, "ON_LEVELS", ()),
+        any_layout=name in getattr(module, "ANY_LAYOUT", ()),
     )
 
 
@@ -235,10 +239,22 @@ def _draws(
         entry.draw(image, severity, corruption_rng(seed, image_id, entry.name, severity))
         for image, image_id in zip(x, image_ids, strict=True)
     ]
-    return {
-        key: torch.as_tensor(np.stack([np.asarray(d[key]) for d in per_image])).to(x.device)
-        for key in per_image[0]
-    }
+    return {key: _stacked([np.asarray(d[key]) for d in per_image]).to(x.device) for key in per_image[0]}
+
+
+def _stacked(arrays: list[np.ndarray]) -> torch.Tensor:
+    """Per-image draws stacked along a new first dimension; one image's draws are used where they are.
+
+    (3, H, W) views of (H, W, 3) draws stay channels-last in memory: stacking them as (B, 3, H, W) would
+    transpose every value. Fresh memory is dear (page faults cost about a fifth of a millisecond per MB
+    here), and the CPU path works one image at a time, so the copy is skipped altogether then.
+    """
+    first = arrays[0]
+    if len(arrays) == 1 and first.flags.writeable:
+        return torch.from_numpy(first)[None]
+    if first.ndim == 3 and first.strides[0] < first.strides[-1]:
+        return torch.from_numpy(np.stack([np.moveaxis(a, 0, -1) for a in arrays])).permute(0, 3, 1, 2)
+    return torch.as_tensor(np.stack(arrays))
 
 
 def corrupt_batch(
@@ -305,17 +321,18 @@ def _corrupt_chunk(
             if not exact:
                 dest.div_(255.0)
             return
-        x = images.to(torch.float64, memory_format=torch.contiguous_format) if exact else _scaled_copy(images)
+        layout = torch.preserve_format if entry.any_layout else torch.contiguous_format
+        x = images.to(torch.float64, memory_format=layout) if exact else _scaled_copy(images, layout)
         out = entry.apply(x, severity, _draws(entry, x, severity, seed, ids))
         if not exact:  # the levels, in the corruption's own layout: writing through ``out=`` into a
             out = out.floor_().div_(255.0)  # channels-last ``dest`` would cost 4x a plain copy
         dest.copy_(out)  # the exact path truncates values in [0, 255] to uint8, as np.uint8 does
 
 
-def _scaled_copy(images: torch.Tensor) -> torch.Tensor:
-    """``images * 255`` as a new channels-first tensor: transposed first, then scaled in place, which is a
-    third of the time of scaling a channels-last batch and transposing the result."""
-    if images.is_contiguous():
+def _scaled_copy(images: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """``images * 255`` as a new tensor in ``layout``: a channels-last batch is transposed first, then scaled
+    in place, a third of the time of scaling it and transposing the result."""
+    if layout == torch.preserve_format or images.is_contiguous():
         return images * 255.0
     return images.contiguous().mul_(255.0)
 

@@ -42,6 +42,7 @@ FOG_STRENGTH_DECAY = ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
 FROST_IMAGE_TEXTURE = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
 
 PLASMA_START_WIBBLE = 100.0
+ANY_LAYOUT = ("fog",)  # pixel-wise, the haze shared by the channels (see the registry)
 TEXTURE_DISTRIBUTION = "imagecorruptions-imaug"
 TEXTURE_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 TEXTURE_MARGIN = 1.1  # the texture is enlarged to 1.1x the size it needs to cover the image

@@ -55,7 +55,7 @@ ZOOM_FACTORS = (
 
 def gaussian_blur(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """skimage's Gaussian (sigma 1 .. 6, mode nearest, truncate 4) of the image in [0, 1], per channel."""
-    return clip_to_255(gaussian_filter(x / 255.0, GAUSSIAN_SIGMA[severity - 1]))
+    return clip_to_255(gaussian_filter(x.div_(255.0), GAUSSIAN_SIGMA[severity - 1]))
 
 
 # ---------------------------------------------------------------- defocus_blur

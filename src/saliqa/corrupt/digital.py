@@ -39,6 +39,7 @@ __all__ = [
 IMAGE_BY_IMAGE = ("jpeg_compression",)
 """Corruptions that go through a CPU codec one image at a time (no batched form)."""
 ON_LEVELS = ("jpeg_compression", "pixelate")
+ANY_LAYOUT = ("contrast",)  # pixel-wise but for the channel means (see the registry)
 """Corruptions that work on uint8 levels (B, 3, H, W) rather than floats, as the reference's PIL calls do."""
 
 # Per-severity constants (severity 1..5), as in imagecorruptions.
@@ -90,7 +91,7 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 
 def brightness(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Raise HSV value by 0.1 .. 0.5 (clipped to 1): a brighter picture with hue and saturation kept."""
-    h, s, v = rgb_to_hsv(x / 255.0)
+    h, s, v = rgb_to_hsv(x.div_(255.0))
     v = torch.clamp(v + BRIGHTNESS_SHIFT[severity - 1], 0.0, 1.0)
     return clip_to_255(hsv_to_rgb(h, s, v))
 
@@ -110,7 +111,7 @@ def _channel_means(x: torch.Tensor) -> torch.Tensor:
 
 def contrast(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Pull every channel towards its own image mean by a factor 0.4 .. 0.05."""
-    x = x / 255.0
+    x = x.div_(255.0)
     means = _channel_means(x)
     return clip_to_255((x - means).mul_(CONTRAST_FACTOR[severity - 1]).add_(means))
 
@@ -118,7 +119,7 @@ def contrast(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) ->
 def saturate(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Scale and shift HSV saturation (x0.3, x0.1 desaturate; x2, x5+0.1, x20+0.2 oversaturate)."""
     scale, shift = SATURATE_SCALE_SHIFT[severity - 1]
-    h, s, v = rgb_to_hsv(x / 255.0)
+    h, s, v = rgb_to_hsv(x.div_(255.0))
     s = torch.clamp(s * scale + shift, 0.0, 1.0)
     return clip_to_255(hsv_to_rgb(h, s, v))
 

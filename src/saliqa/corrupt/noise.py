@@ -55,7 +55,7 @@ def draw_gaussian_noise(
 
 def gaussian_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Add the drawn noise (sd 0.08 .. 0.38 of the full range) to the image in [0, 1]."""
-    return clip_to_255(x / 255.0 + params["noise"].to(x.dtype))
+    return clip_to_255(x.div_(255.0).add_(params["noise"].to(x.dtype)))
 
 
 def draw_shot_noise(image: torch.Tensor, severity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -85,7 +85,7 @@ def draw_impulse_noise(image: torch.Tensor, severity: int, rng: np.random.Genera
 def impulse_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Set the flipped values to white (salt) or black (pepper), per channel: 3 .. 27 % of the values."""
     salt_or_pepper = params["salted"].to(x.dtype)
-    return clip_to_255(torch.where(params["flipped"], salt_or_pepper, x / 255.0))
+    return clip_to_255(torch.where(params["flipped"], salt_or_pepper, x.div_(255.0), out=x))
 
 
 def draw_speckle_noise(image: torch.Tensor, severity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -95,5 +95,5 @@ def draw_speckle_noise(image: torch.Tensor, severity: int, rng: np.random.Genera
 
 def speckle_noise(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Multiplicative noise: each value plus itself times the drawn noise (sd 0.15 .. 0.6)."""
-    x = x / 255.0
-    return clip_to_255(x + x * params["noise"].to(x.dtype))
+    x = x.div_(255.0)
+    return clip_to_255((x * params["noise"].to(x.dtype)).add_(x))  # x + x * noise

@@ -50,8 +50,9 @@ Params = dict[str, torch.Tensor]
 ApplyFn = Callable[[torch.Tensor, int, Params], torch.Tensor]
 """``(x (B, 3, H, W) float in [0, 255], severity 1..5, params) -> (B, 3, H, W) float in [0, 255]``.
 
-``x`` is float64 on the exact path (uint8 input) and the caller's float dtype otherwise; the function may
-not modify ``x``. The result is clipped as the reference clips it; the caller truncates to uint8 levels.
+``x`` is float64 on the exact path (uint8 input) and the caller's float dtype otherwise, a fresh buffer the
+function owns: it may work in it in place (fresh image-sized memory costs more than the arithmetic on it).
+The result is clipped as the reference clips it; the caller truncates to uint8 levels.
 Corruptions marked ``on_levels`` (the PIL codecs) take and return uint8 (B, 3, H, W) levels instead.
 """
 DrawFn = Callable[[torch.Tensor, int, np.random.Generator], "Mapping[str, np.ndarray | float | int]"]

@@ -118,9 +118,9 @@ def fog(x: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torc
     strength, decay = FOG_STRENGTH_DECAY[severity - 1]
     height, width = x.shape[-2:]
     haze = plasma_fractal(params["uniform"], _map_size(height, width), decay)[:, :height, :width]
-    x = x / 255.0  # a new buffer, so the rest runs in place: image-sized temporaries cost more than the math
+    x = x.div_(255.0)
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
-    x += (haze * strength).unsqueeze(1).to(x.dtype)  # the reference scales the float32 map in float32
+    x += haze.mul_(strength).unsqueeze(1)  # scaled in float32 as the reference does, added in x's dtype
     return x.mul_(max_val).div_(max_val + strength).clamp_(0.0, 1.0).mul_(255.0)
 
 

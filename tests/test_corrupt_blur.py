@@ -211,6 +211,23 @@ def test_motion_blur_at_extreme_angles_and_the_border_break(
     assert blur.motion_shifts(list(angles), 41, 32, 40)[2].sum(1).min() < 41  # some image stopped early
 
 
+def test_motion_smear_by_gathers_equals_by_windows(photos: dict[str, np.ndarray]) -> None:
+    """The GPU's way (one gather per tap for the batch) and the CPU's (a window per image and tap) add the
+    same values in the same order, run here on the CPU; angles reach the border break at 32 px."""
+    image = torch.from_numpy(np.ascontiguousarray(corruption_helpers.crop(photos["coffee"], 32, 40)))
+    angles = [-45.0, -10.0, 0.3, 44.999]
+    batch = image.permute(2, 0, 1).double().expand(len(angles), -1, -1, -1)
+    for radius, sigma in ((10, 3.0), (20, 7.0)):
+        taps = 2 * radius + 1
+        dy, dx, kept = blur.motion_shifts(angles, taps, 32, 40)
+        weights = np.where(kept, blur._motion_kernel(radius, sigma), 0.0)
+        padded = torch.nn.functional.pad(batch, (taps - 1,) * 4, mode="replicate").contiguous()
+        by_windows = blur._smear_by_windows(padded, batch.shape, -dy, -dx, weights)
+        torch.testing.assert_close(
+            blur._smear_by_gathers(padded, batch.shape, -dy, -dx, weights), by_windows, rtol=0, atol=0
+        )
+
+
 # ---------------------------------------------------------------- glass_blur
 
 

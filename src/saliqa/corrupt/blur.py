@@ -186,25 +186,53 @@ def motion_smear(x: torch.Tensor, angles: torch.Tensor, radius: int, sigma: floa
 
     Tap i adds ``weight_i * x`` shifted by (dy_i, dx_i) with edge replication, in tap order, in ``x``'s
     dtype (float64 on the exact path, as the reference after its first tap). Every image gets its own
-    shifts: the batch is padded by edge replication once, and a shifted image is a set of W-long runs of
-    that padded memory, one per row, gathered with ``index_select`` at per-image row starts.
+    shifts, read from the batch padded by edge replication once.
     """
-    batch, channels, height, width = x.shape
     taps = 2 * radius + 1
-    dy, dx, kept = motion_shifts(angles.tolist(), taps, height, width)
-    weights = torch.from_numpy(np.where(kept, _motion_kernel(radius, sigma), 0.0)).to(x.device, x.dtype)
-    pad = taps - 1  # no shift is longer than the last tap's index
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate").contiguous()
+    dy, dx, kept = motion_shifts(angles.tolist(), taps, *x.shape[-2:])
+    weights = np.where(kept, _motion_kernel(radius, sigma), 0.0)
+    padded = F.pad(x, (taps - 1,) * 4, mode="replicate").contiguous()  # no shift is longer than taps - 1
+    smear = _smear_by_windows if x.device.type == "cpu" else _smear_by_gathers
+    return smear(padded, x.shape, -dy, -dx, weights)
+
+
+def _smear_by_windows(
+    padded: torch.Tensor, shape: torch.Size, down: np.ndarray, right: np.ndarray, weights: np.ndarray
+) -> torch.Tensor:
+    """The sum of weighted windows of ``padded``, image by image: a shifted image is a window of its padded
+    image, scaled straight into one reused buffer (a fresh image-sized tensor per tap costs more than the
+    arithmetic). Best on the CPU; ``down``/``right``/``weights`` are (B, taps)."""
+    batch, _, height, width = shape
+    pad = (padded.shape[-1] - width) // 2
+    out = torch.zeros(shape, dtype=padded.dtype, device=padded.device)
+    scaled = torch.empty(shape[1:], dtype=padded.dtype, device=padded.device)
+    for b in range(batch):
+        for i in range(weights.shape[1]):
+            top, left = pad + int(down[b, i]), pad + int(right[b, i])
+            window = padded[b, :, top : top + height, left : left + width]
+            out[b] += torch.mul(window, float(weights[b, i]), out=scaled)
+    return out
+
+
+def _smear_by_gathers(
+    padded: torch.Tensor, shape: torch.Size, down: np.ndarray, right: np.ndarray, weights: np.ndarray
+) -> torch.Tensor:
+    """The same sum, one gather per tap for the whole batch: a shifted image is a set of W-long runs of the
+    padded memory, one per row, at per-image row starts. Few kernels, as a GPU wants."""
+    batch, channels, height, width = shape
+    pad = (padded.shape[-1] - width) // 2
     padded_height, padded_width = height + 2 * pad, width + 2 * pad
+    device = padded.device
     runs = padded.view(-1).unfold(0, width, 1)  # runs[s] = the W values from flat position s
-    planes = torch.arange(batch * channels, device=x.device).view(batch, channels, 1)
-    row_starts = (planes * padded_height + torch.arange(height, device=x.device) + pad) * padded_width + pad
-    offsets = torch.from_numpy(-dy * padded_width - dx).to(x.device)
-    out = torch.zeros(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x's memory format
-    shifted = torch.empty(batch * channels * height, width, dtype=x.dtype, device=x.device)
-    for i in range(taps):  # one reused buffer: a fresh image-sized tensor per tap costs more than the copy
-        torch.index_select(runs, 0, (row_starts + offsets[:, i].view(batch, 1, 1)).view(-1), out=shifted)
-        out += shifted.view_as(x).mul_(weights[:, i].view(batch, 1, 1, 1))
+    planes = torch.arange(batch * channels, device=device).view(batch, channels, 1)
+    row_starts = (planes * padded_height + torch.arange(height, device=device) + pad) * padded_width + pad
+    offsets = torch.from_numpy(down * padded_width + right).to(device)
+    scale = torch.from_numpy(weights).to(device, padded.dtype)
+    out = torch.zeros(shape, dtype=padded.dtype, device=device)
+    gathered = torch.empty(batch * channels * height, width, dtype=padded.dtype, device=device)
+    for i in range(weights.shape[1]):
+        torch.index_select(runs, 0, (row_starts + offsets[:, i].view(batch, 1, 1)).view(-1), out=gathered)
+        out += gathered.view(shape).mul_(scale[:, i].view(batch, 1, 1, 1))
     return out
 
 

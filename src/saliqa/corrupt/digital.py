@@ -6,7 +6,8 @@ are the same HSV round trip.
 Each follows imagecorruptions 1.1.x step by step (same constants, same operation order, float64 on the exact
 path) so that the registry's final uint8 truncation gives the reference's pixels bit for bit. Functions take
 and return (B, 3, H, W) floats in [0, 255] (see ``registry.ApplyFn``), except jpeg_compression and pixelate:
-the reference runs them on the PIL image, so they take and return uint8 levels (``ON_LEVELS``). pixelate
+the reference runs them on the PIL image, so they read uint8 levels and write them into the caller's
+``out`` (``registry.LevelsFn``, ``ON_LEVELS``). pixelate
 repeats Pillow's fixed-point BOX and NEAREST resampling as batched tensor code for other devices than the
 CPU, and elastic_transform scipy's linear ``map_coordinates``.
 """
@@ -169,14 +170,14 @@ except ImportError:  # pragma: no cover - a torchvision without its image codecs
     _jpeg_round_trip = _jpeg_with_pillow
 
 
-def jpeg_compression(levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def jpeg_compression(
+    levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor], out: torch.Tensor
+) -> torch.Tensor:
     """Round-trip each image through libjpeg at quality 25 .. 7, in memory, as the reference does with Pillow."""
     quality = JPEG_QUALITY[severity - 1]
-    images = levels.cpu()
-    out = torch.empty_like(images)  # the input's layout: channels-last in (decoded images), no transposing
-    for image, place in zip(images, out, strict=True):
+    for image, place in zip(levels.cpu(), out, strict=True):
         place.copy_(_jpeg_round_trip(image, quality))
-    return out.to(levels.device)
+    return out
 
 
 @cache
@@ -250,31 +251,32 @@ def pixelate_levels(levels: torch.Tensor, severity: int) -> torch.Tensor:
     return small.index_select(-2, rows).index_select(-1, cols)
 
 
-def _pixelate_with_pillow(levels: torch.Tensor, severity: int) -> torch.Tensor:
-    """Pillow's BOX down per image, then its NEAREST up as two gathers into the output (columns first, on
-    the small image): Pillow's own upscale and the array copies out of it held the GIL and took half the
-    time; the gathers pick the very samples (``_nearest_index``)."""
+def _pixelate_with_pillow(levels: torch.Tensor, severity: int, out: torch.Tensor) -> torch.Tensor:
+    """Pillow's BOX down per image, then its NEAREST up as two gathers straight into ``out`` (columns first,
+    on the small image): Pillow's own upscale and the array copies out of it held the GIL; the gathers pick
+    the very samples (``_nearest_index``)."""
     height, width = levels.shape[-2:]
     factor = PIXELATE_FACTOR[severity - 1]
     small_width, small_height = int(width * factor), int(height * factor)
     rows, cols = _nearest_index(small_height, height), _nearest_index(small_width, width)
-    out = torch.empty_like(levels, device="cpu")  # the input's memory format
     for image, target in zip(_hwc_images(levels), out.permute(0, 2, 3, 1), strict=True):
         small = Image.fromarray(image).resize((small_width, small_height), Image.BOX)
         small_hwc = torch.from_numpy(np.array(small))
         torch.index_select(small_hwc.index_select(1, cols), 0, rows, out=target)
-    return out.to(levels.device)
+    return out
 
 
-def pixelate(levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def pixelate(
+    levels: torch.Tensor, severity: int, params: dict[str, torch.Tensor], out: torch.Tensor
+) -> torch.Tensor:
     """Shrink by 0.6 .. 0.25 with Pillow's BOX filter, then blow back up with NEAREST: big square pixels.
 
     On the CPU Pillow itself is fastest (about 1 ms per 375x500 image against 8 for the port); on other
     devices the port keeps the batch where it is. Tests hold both to the reference's bytes.
     """
     if levels.device.type == "cpu":
-        return _pixelate_with_pillow(levels, severity)
-    return pixelate_levels(levels.to(torch.int32), severity).to(torch.uint8)
+        return _pixelate_with_pillow(levels, severity, out)
+    return out.copy_(pixelate_levels(levels.to(torch.int32), severity))
 
 
 def draw_elastic_transform(

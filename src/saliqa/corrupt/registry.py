@@ -35,6 +35,7 @@ __all__ = [
     "ApplyFn",
     "Corruption",
     "DrawFn",
+    "LevelsFn",
     "Params",
     "check_corruption",
     "corrupt",
@@ -53,8 +54,12 @@ ApplyFn = Callable[[torch.Tensor, int, Params], torch.Tensor]
 ``x`` is float64 on the exact path (uint8 input) and the caller's float dtype otherwise, a fresh buffer the
 function owns: it may work in it in place (fresh image-sized memory costs more than the arithmetic on it).
 The result is clipped as the reference clips it; the caller truncates to uint8 levels.
-Corruptions marked ``on_levels`` (the PIL codecs) take and return uint8 (B, 3, H, W) levels instead.
+Corruptions marked ``on_levels`` (the PIL codecs) are a ``LevelsFn`` instead.
 """
+LevelsFn = Callable[[torch.Tensor, int, Params, torch.Tensor], torch.Tensor]
+"""``(levels (B, 3, H, W) uint8, severity, params, out) -> out``: the reference runs these on the PIL image,
+so they read uint8 levels and write uint8 levels straight into ``out`` (same shape and device, possibly
+the caller's own output), which they return."""
 DrawFn = Callable[[torch.Tensor, int, np.random.Generator], "Mapping[str, np.ndarray | float | int]"]
 """``(one image (3, H, W) in [0, 255], severity, its own rng) -> that image's random draws``.
 
@@ -84,7 +89,7 @@ class Corruption:
     name: str
     family: Family
     group: Group
-    apply: ApplyFn
+    apply: ApplyFn | LevelsFn
     draw: DrawFn | None = None
     batched: bool = True
     on_levels: bool = False
@@ -317,10 +322,12 @@ def _corrupt_chunk(
     with torch.no_grad():
         if entry.on_levels:  # the reference runs these on the PIL image: uint8 in, uint8 out
             levels = images if exact else _to_levels(images, scratch=dest)
-            out = entry.apply(levels, severity, _draws(entry, levels, severity, seed, ids))
-            dest.copy_(out)
-            if not exact:
-                dest.div_(255.0)
+            params = _draws(entry, levels, severity, seed, ids)
+            if exact:
+                entry.apply(levels, severity, params, dest)  # type: ignore[call-arg]
+            else:
+                out = entry.apply(levels, severity, params, torch.empty_like(levels))  # type: ignore[call-arg]
+                dest.copy_(out).div_(255.0)
             return
         layout = torch.preserve_format if entry.any_layout else torch.contiguous_format
         x = images.to(torch.float64, memory_format=layout) if exact else _scaled_copy(images, layout)

@@ -86,7 +86,7 @@ def test_settings_that_change_no_number_are_declared_once() -> None:
 
     assert runtime_settings(RateConfig) == ("device", "batch_size", "shard_size", "workers")
     assert runtime_settings(TrainConfig) == ("device", "workers", "trust_checkpoint")
-    assert runtime_settings(EvaluateConfig) == ("shard_size", "workers", "device")
+    assert runtime_settings(EvaluateConfig) == ("shard_size", "workers", "device", "precision")
     assert runtime_settings(ExplainConfig) == ("shard_size", "workers", "device")
 
 

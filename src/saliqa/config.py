@@ -308,6 +308,10 @@ class EvaluateConfig(_Section):
     distort_on: Literal["workers", "device"] = "workers"
     """Where the corruptions run: in the loader workers on the CPU, or batched on ``device`` in the main
     process (the fast path on a GPU box; on CUDA a few pixel values may land one level from the CPU's)."""
+    precision: Literal["float32", "mixed"] = Field("float32", json_schema_extra=RUNTIME)
+    """``mixed``: on CUDA, the classifier and PaQ-2-PiQ's body run channels-last under float16 autocast, their
+    outputs in float32 (:mod:`saliqa.precision`); elsewhere, and for NIQE, BRISQUE and PIQE, float32 as
+    always. Where it applies it is part of the results' identity, like the device's kind."""
     bootstrap: int = Field(1000, ge=100)
     """Resamples behind each 95% interval of summary.parquet."""
     extra_sets: tuple[EvalSetConfig, ...] = ()

@@ -99,6 +99,8 @@ class P2PNet(nn.Module):
             raise ValueError(
                 f"boxes must be (K, 5) rows [batch_index, x1, y1, x2, y2], got {tuple(boxes.shape)}"
             )
+        if features.dtype in (torch.float16, torch.bfloat16):  # a body under autocast: RoIPool in float32,
+            features = features.float()  # as torchvision's CUDA autocast runs it (its CPU kernel has no half)
         boxes = boxes.to(device=features.device, dtype=features.dtype)
         return self.head(self.roi_pool(features, boxes))
 

@@ -95,6 +95,10 @@ class QualityModel(ABC):
         self.device = torch.device(device)
         return self
 
+    def use_precision(self, precision: str) -> None:
+        """Evaluate's ``precision`` (:mod:`saliqa.precision`). Only a network judge uses ``"mixed"``; the
+        statistics of the NSS models and PIQE would move in half precision, so they keep theirs."""
+
     def attribution_model(self) -> torch.nn.Module | None:
         """A differentiable module from images ``(B, 3, H, W)`` in [0, 1] to the picture score ``(B, 1)``, for
         attribution maps of the judge itself; ``None`` for models without gradients (the NSS models)."""

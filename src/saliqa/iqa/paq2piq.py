@@ -36,6 +36,7 @@ from saliqa.io.hashing import sha256_file
 from saliqa.iqa.base import PatchGrid, QualityModel, QualityOutput
 from saliqa.iqa.categories import categorize_quality
 from saliqa.iqa.weights import find_weights
+from saliqa.precision import channels_last, half_precision, runs_mixed
 
 SCORE_MEAN = 72.59696108881171
 SCORE_STD_LEFT = 7.798274017370107
@@ -220,6 +221,7 @@ class PaQ2PiQ(QualityModel):
         net, self.normalisation = build_paq2piq(self.weights_path)
         self.net = net.to(self.device)
         self._sha256: str | None = None
+        self.precision = "float32"
 
     def to(self, device: str | torch.device) -> PaQ2PiQ:
         super().to(device)
@@ -240,9 +242,19 @@ class PaQ2PiQ(QualityModel):
             raise ValueError(f"empty image of size {height}x{width}")
         x = images.to(self.device, torch.float32)
         boxes = block_rois(batch, height, width, self.grid_shape, device=self.device)
+        mixed = runs_mixed(self.precision, self.device)
         with full_fp32(self.device):
-            out = self.net.forward_rois(self.net.features(x), boxes).view(batch, -1)
+            with half_precision(self.device, mixed):  # the body only: the head's scores stay float32
+                features = self.net.features(channels_last(x, mixed))
+            out = self.net.forward_rois(features.float(), boxes).view(batch, -1)
         return out[:, 0], out[:, 1:].reshape(batch, *self.grid_shape)
+
+    def use_precision(self, precision: str) -> None:
+        """``"mixed"``: the ResNet body in half precision on CUDA (its RoI head, and so every score, in
+        float32), with the body's weights channels-last; part of the fingerprint where it applies."""
+        self.precision = precision
+        if runs_mixed(precision, self.device):
+            self.net.body.to(memory_format=torch.channels_last)
 
     def rate(self, images: Tensor) -> QualityOutput:
         picture, blocks = self.predict(images)
@@ -264,4 +276,7 @@ class PaQ2PiQ(QualityModel):
         if self._sha256 is None:
             self._sha256 = sha256_file(self.weights_path)
         rows, cols = self.grid_shape
-        return {"name": self.name, "weights_sha256": self._sha256, "grid": f"{rows}x{cols}"}
+        identity = {"name": self.name, "weights_sha256": self._sha256, "grid": f"{rows}x{cols}"}
+        if runs_mixed(self.precision, self.device):
+            identity["precision"] = self.precision
+        return identity

@@ -27,17 +27,19 @@ from saliqa.iqa.base import QualityModel
 from saliqa.iqa.nss import SlidingMap
 from saliqa.iqa.registry import find_model_files, load_quality_model
 from saliqa.loading import to_unit_float
+from saliqa.precision import Precision, channels_last, half_precision, runs_mixed
 
 
 @dataclass(frozen=True)
 class QualitySpec:
-    """A quality model: its name, parameter files (name, path, sha256), device and, for NIQE and BRISQUE, the
-    sliding windows of its local map (``None``: the release's tiling)."""
+    """A quality model: its name, parameter files (name, path, sha256), device, for NIQE and BRISQUE the
+    sliding windows of its local map (``None``: the release's tiling), and evaluate's precision."""
 
     name: str
     device: str = "cpu"
     files: tuple[tuple[str, str, str], ...] = ()
     sliding_map: SlidingMap | None = None
+    precision: Precision = "float32"
 
     @classmethod
     def find(
@@ -46,12 +48,13 @@ class QualitySpec:
         device: torch.device | str,
         hashes: FileHashes | None = None,
         sliding_map: SlidingMap | None = None,
+        precision: Precision = "float32",
     ) -> QualitySpec:
         """The spec of quality model ``name`` with the parameter files found on this machine now."""
         hashes = hashes or FileHashes()
         found = find_model_files(name)
         files = tuple((key, str(path), hashes.sha256(path)) for key, path in found.items())
-        return cls(name, str(device), files, sliding_map)
+        return cls(name, str(device), files, sliding_map, precision)
 
     def build(self) -> QualityModel:
         """The live model, from exactly the files this spec names."""
@@ -62,12 +65,15 @@ class QualitySpec:
                 )
         files = {key: Path(path) for key, path, _ in self.files}
         if self.sliding_map is None:  # the release's map: the plain call
-            return load_quality_model(self.name, self.device, files)
-        return load_quality_model(self.name, self.device, files, sliding_map=self.sliding_map)
+            model = load_quality_model(self.name, self.device, files)
+        else:
+            model = load_quality_model(self.name, self.device, files, sliding_map=self.sliding_map)
+        model.use_precision(self.precision)
+        return model
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model's outputs: the model's own fingerprint (name, version, weight hashes, a
-        sliding map)."""
+        sliding map, a precision where it applies)."""
         return self.build().fingerprint()
 
 
@@ -100,20 +106,26 @@ class JudgesSpec:
     classifier: ClassifierSpec
     quality: QualitySpec
     batch_size: int = 64
+    precision: Precision = "float32"
+    """The classifier's; the quality model's is its spec's."""
 
     def build(self) -> Judges:
         classifier, state = self.classifier.build()
+        if runs_mixed(self.precision, self.classifier.device):
+            classifier.to(memory_format=torch.channels_last)
         judges = Judges(classifier, list(state["classes"]), self.quality.build(), self.batch_size)
         judges.trained_by = state.get("fingerprint")
+        judges.precision = self.precision
         return judges
 
     def identity(self, quality: dict[str, Any] | None = None) -> str:
         """The fingerprint of what the judges compute (not of where: the device's index is left out);
         ``quality``: the quality model's identity, when the caller has it already."""
+        where = torch.device(self.classifier.device).type
+        if runs_mixed(self.precision, where):
+            where = f"{where} {self.precision}"  # only where it moves numbers: float32 keeps earlier runs'
         return fingerprint(
-            self.classifier.sha256,
-            quality if quality is not None else self.quality.identity(),
-            torch.device(self.classifier.device).type,
+            self.classifier.sha256, quality if quality is not None else self.quality.identity(), where
         )
 
 
@@ -129,6 +141,7 @@ class Judges:
     device: torch.device = field(init=False)
     trained_by: str | None = field(default=None, init=False)
     """The fingerprint of the training that made the classifier, when it came from a checkpoint."""
+    precision: Precision = field(default="float32", init=False)
 
     def __post_init__(self) -> None:
         self.classifier.eval()
@@ -151,10 +164,13 @@ class Judges:
             parts: dict[str, list[np.ndarray]] = {
                 key: [] for key in ("topk", "prob_true", "score", "quality")
             }
+            mixed = runs_mixed(self.precision, self.device)
             for start in range(0, len(crops), self.batch_size):
                 x = to_unit_float(crops[start : start + self.batch_size], self.device)
                 y = labels[start : start + self.batch_size].to(self.device)
-                probs = torch.softmax(self.classifier(x).float(), dim=1)
+                with half_precision(self.device, mixed):
+                    logits = self.classifier(channels_last(x, mixed))
+                probs = torch.softmax(logits.float(), dim=1)
                 parts["topk"].append(probs.topk(k, dim=1).indices.cpu().numpy())
                 parts["prob_true"].append(probs.gather(1, y[:, None])[:, 0].double().cpu().numpy())
                 out = self.quality(x.to(self.quality.device))

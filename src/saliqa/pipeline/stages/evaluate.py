@@ -75,10 +75,12 @@ def _checkpoint(ctx: StageContext) -> Path:
 def _judges(ctx: StageContext) -> JudgesSpec:
     def spec() -> JudgesSpec:
         runtime, hashes = Runtime.for_evaluate(ctx.config), ctx.run.hashes
+        precision = ctx.config.evaluate.precision
         return JudgesSpec(
             ClassifierSpec.of(_checkpoint(ctx), runtime.device, hashes),
-            QualitySpec.find(ctx.config.rate.iqa, runtime.device, hashes),
+            QualitySpec.find(ctx.config.rate.iqa, runtime.device, hashes, precision=precision),
             runtime.batch_size,
+            precision,
         )
 
     return ctx.once("judges", spec)

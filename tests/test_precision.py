@@ -83,6 +83,19 @@ def test_mixed_runs_the_networks_in_half_precision_and_returns_float32(
     np.testing.assert_array_equal(half["ms_ssim"], full["ms_ssim"])
 
 
+def test_paq2piq_scores_come_from_a_float32_head(
+    monkeypatch: pytest.MonkeyPatch, paq2piq_weights: Path
+) -> None:
+    monkeypatch.setitem(precision.MIXED_DTYPES, "cpu", torch.bfloat16)
+    model = PaQ2PiQ(paq2piq_weights, "cpu")
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    full = model.predict(images)
+    model.use_precision("mixed")
+    half = model.predict(images)
+    assert all(t.dtype == torch.float32 for t in half)  # a half-precision head would round every score
+    assert not torch.equal(half[0], full[0])  # while the body did run in bfloat16
+
+
 def test_the_judges_fingerprint_records_mixed_only_where_it_runs(
     monkeypatch: pytest.MonkeyPatch, paq2piq_weights: Path
 ) -> None:
@@ -94,13 +107,24 @@ def test_the_judges_fingerprint_records_mixed_only_where_it_runs(
     assert model.fingerprint() == {**before, "precision": "mixed"}
 
 
-def test_statistical_judges_ignore_mixed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from saliqa.iqa.registry import load_quality_model
-
+def test_statistical_judges_keep_full_precision_beside_a_mixed_classifier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PIQE beside a half-precision classifier: its scores and its identity stay as in float32."""
     monkeypatch.setitem(precision.MIXED_DTYPES, "cpu", torch.bfloat16)
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    piqe = load_quality_model("piqe", "cpu")
-    expected = piqe(images).score
-    piqe.use_precision("mixed")
-    torch.testing.assert_close(piqe(images).score, expected, rtol=0, atol=0)
-    assert piqe.fingerprint() == {"name": "piqe"}
+    crops = torch.randint(
+        0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    labels, clean = torch.arange(4) % len(CLASSES), torch.zeros(4, dtype=torch.long)
+    judged = {}
+    for chosen in ("float32", "mixed"):
+        spec = QualitySpec("piqe", "cpu", precision=chosen)
+        judges = Judges(
+            build_classifier("p2p-resnet18", len(CLASSES), seed=0).eval(), CLASSES, spec.build(), 4
+        )
+        judges.precision = chosen
+        judged[chosen] = judges(crops, labels, clean)
+        assert spec.identity() == {"name": "piqe"}
+    assert not np.array_equal(judged["mixed"]["prob_true"], judged["float32"]["prob_true"])  # bfloat16 ran
+    np.testing.assert_array_equal(judged["mixed"]["score"], judged["float32"]["score"])
+    np.testing.assert_array_equal(judged["mixed"]["quality"], judged["float32"]["quality"])

@@ -41,8 +41,10 @@ Device = Annotated[str, AfterValidator(_check_device)]
 
 RUNTIME: dict[str, Any] = {"runtime": True}
 """Marks a setting that changes no number, only speed, memory or what is shown (``Field(...,
-json_schema_extra=RUNTIME)``): such settings are left out of every fingerprint, so changing one reruns nothing.
-This is the one place that says which settings they are."""
+json_schema_extra=RUNTIME)``): such settings are left out of the sections' fingerprints, so changing one
+reruns nothing. This is the one place that says which settings they are. Two of them can move numbers on
+some machines, and enter a result's identity there through the models that run: a device's kind, and
+evaluate's ``precision`` where it applies (CUDA)."""
 
 
 class _Section(BaseModel):
@@ -309,9 +311,9 @@ class EvaluateConfig(_Section):
     """Where the corruptions run: in the loader workers on the CPU, or batched on ``device`` in the main
     process (the fast path on a GPU box; on CUDA a few pixel values may land one level from the CPU's)."""
     precision: Literal["float32", "mixed"] = Field("float32", json_schema_extra=RUNTIME)
-    """``mixed``: on CUDA, the classifier and PaQ-2-PiQ's body run channels-last under float16 autocast, their
-    outputs in float32 (:mod:`saliqa.precision`); elsewhere, and for NIQE, BRISQUE and PIQE, float32 as
-    always. Where it applies it is part of the results' identity, like the device's kind."""
+    """``mixed``: on CUDA, the classifier and PaQ-2-PiQ's body run channels-last under float16 autocast
+    (PaQ-2-PiQ's head and the softmax in float32; :mod:`saliqa.precision`); elsewhere, and for NIQE, BRISQUE
+    and PIQE, float32 as always. Where it applies it is part of the results' identity, like the device's kind."""
     bootstrap: int = Field(1000, ge=100)
     """Resamples behind each 95% interval of summary.parquet."""
     extra_sets: tuple[EvalSetConfig, ...] = ()

@@ -1,8 +1,9 @@
 """Evaluate's ``precision = "mixed"``: where the models may run their convolutions in half precision.
 
 On a CUDA GPU the classifier and PaQ-2-PiQ's body then run channels-last under float16 autocast (tensor
-cores: the speed the GPU path is measured for), while every score and probability leaves the models in
-float32. Everything else (the CPU, NIQE, BRISQUE and PIQE's float64 statistics) stays in full precision:
+cores: the speed the GPU path is measured for). The classifier's logits come out in float16 and its
+probabilities are computed from them in float32; PaQ-2-PiQ's RoI head, and so every score and block score,
+runs in float32. Everything else (the CPU, NIQE, BRISQUE and PIQE's float64 statistics) stays in full precision:
 autocast on a CPU without bfloat16 units is slower, not faster, and a statistic in half precision would
 move the judge's numbers. Results may move within the tolerances the CUDA tests check (top-1 identical on
 at least 99.9 % of crops, quality within 0.01); a run's identity records the precision wherever it applies.

@@ -123,7 +123,7 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)  # complex128 spectra of whole images: a few MB each
 def _defocus_spectrum(
     severity: int, size: tuple[int, int], dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:

@@ -40,8 +40,10 @@ __all__ = [
 IMAGE_BY_IMAGE = ("jpeg_compression",)
 """Corruptions that go through a CPU codec one image at a time (no batched form)."""
 ON_LEVELS = ("jpeg_compression", "pixelate")
-ANY_LAYOUT = ("contrast",)  # pixel-wise but for the channel means (see the registry)
 """Corruptions that work on uint8 levels (B, 3, H, W) rather than floats, as the reference's PIL calls do."""
+ANY_LAYOUT = ("contrast",)
+"""Computed in the batch's own memory layout (see the registry); contrast's channel means are taken in a
+fixed order whatever the layout."""
 
 # Per-severity constants (severity 1..5), as in imagecorruptions.
 BRIGHTNESS_SHIFT = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -104,8 +106,8 @@ def _channel_means(x: torch.Tensor) -> torch.Tensor:
     images, and a mean one ulp off moves whole channels by one level (about 7% of the values of a
     512x4096 image). Other devices use torch's reduction and may do so.
     """
-    if x.device.type != "cpu":
-        return x.mean(dim=(2, 3), keepdim=True)
+    if x.device.type != "cpu":  # channels-first, so a channels-last batch sums in the same order
+        return x.contiguous().mean(dim=(2, 3), keepdim=True)
     hwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # the reference's memory order
     return torch.from_numpy(hwc.mean(axis=(1, 2))).to(x.dtype).view(-1, 3, 1, 1)
 

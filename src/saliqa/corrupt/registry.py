@@ -82,8 +82,9 @@ class Corruption:
     ``apply`` is the deterministic, batched part; ``draw`` (None for deterministic corruptions) makes one
     image's random draws. ``batched`` is False for the few that go through a CPU codec image by image;
     ``on_levels`` is True for those whose ``apply`` takes and returns uint8 levels instead of floats.
-    ``any_layout`` is True for the pixel-wise ones, computed in the batch's own memory layout: a
-    channels-last batch (decoded images) is then never transposed, nor are their (H, W, 3) draws.
+    ``any_layout`` is True for those computed in the batch's own memory layout (pixel-wise ones, and contrast
+    with its layout-proof means): a channels-last batch (decoded images) is then never transposed, nor are
+    their (H, W, 3) draws.
     """
 
     name: str

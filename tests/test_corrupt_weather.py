@@ -146,8 +146,17 @@ def test_fog_plasma_fractal_is_bit_exact(monkeypatch: pytest.MonkeyPatch) -> Non
         assert uniforms.shape == (map_size * map_size - 1,)
         ours = weather.plasma_fractal(torch.from_numpy(uniforms)[None], map_size, decay)[0]
         assert ours.dtype == torch.float32
+        plain = weather._diamond_square_levels(  # what serves where TorchScript does not
+            torch.from_numpy(uniforms)[None], map_size, weather._wibbles(map_size, decay)
+        )[0]
+        torch.testing.assert_close(plain, ours, rtol=0, atol=0)
         with _feeding_fog(monkeypatch, uniforms):
             np.testing.assert_array_equal(ours.numpy(), icc.plasma_fractal(map_size, decay))
+
+
+def test_the_fractal_runs_as_torchscript() -> None:
+    """Scripted, the fractal's small ops do not hand the GIL between threads (see ``_diamond_square``)."""
+    assert isinstance(weather._diamond_square(), torch.jit.ScriptFunction)
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)

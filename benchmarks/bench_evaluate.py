@@ -98,12 +98,7 @@ def make_judges(device: str, batch_size: int, quality: QualityModel, precision: 
     """A seeded P2P-head ResNet-18 over 10 classes and ``quality``, in ``precision`` as evaluate builds them."""
     classes = [f"c{k}" for k in range(10)]
     model = build_classifier("p2p-resnet18", len(classes), seed=0).to(device).eval()
-    if runs_mixed(precision, device):
-        model.to(memory_format=torch.channels_last)
-    quality.use_precision(precision)
-    judges = Judges(model, classes, quality, batch_size)
-    judges.precision = precision
-    return judges
+    return Judges(model, classes, quality, batch_size, precision)
 
 
 def precision_check(records: list[dict], conds: tuple, device: str, batch: int, iqa: str, folder: Path):

@@ -54,13 +54,7 @@ def paq2piq_weights(tmp_path: Path) -> Path:
 
 def _judges(weights: Path, chosen: str) -> Judges:
     model = build_classifier("p2p-resnet18", len(CLASSES), seed=0).eval()
-    if precision.runs_mixed(chosen, "cpu"):
-        model.to(memory_format=torch.channels_last)
-    quality = PaQ2PiQ(weights, "cpu")
-    quality.use_precision(chosen)
-    judges = Judges(model, CLASSES, quality, 8)
-    judges.precision = chosen
-    return judges
+    return Judges(model, CLASSES, PaQ2PiQ(weights, "cpu"), 8, chosen)
 
 
 def test_mixed_runs_the_networks_in_half_precision_and_returns_float32(
@@ -119,11 +113,8 @@ def test_statistical_judges_keep_full_precision_beside_a_mixed_classifier(
     judged = {}
     for chosen in ("float32", "mixed"):
         spec = QualitySpec("piqe", "cpu", precision=chosen)
-        judges = Judges(
-            build_classifier("p2p-resnet18", len(CLASSES), seed=0).eval(), CLASSES, spec.build(), 4
-        )
-        judges.precision = chosen
-        judged[chosen] = judges(crops, labels, clean)
+        classifier = build_classifier("p2p-resnet18", len(CLASSES), seed=0).eval()
+        judged[chosen] = Judges(classifier, CLASSES, spec.build(), 4, chosen)(crops, labels, clean)
         assert spec.identity() == {"name": "piqe"}
     assert not np.array_equal(judged["mixed"]["prob_true"], judged["float32"]["prob_true"])  # bfloat16 ran
     np.testing.assert_array_equal(judged["mixed"]["score"], judged["float32"]["score"])

@@ -107,15 +107,14 @@ class JudgesSpec:
     quality: QualitySpec
     batch_size: int = 64
     precision: Precision = "float32"
-    """The classifier's; the quality model's is its spec's."""
+    """Evaluate's precision for both models; the quality spec carries it too, since it is in its identity."""
 
     def build(self) -> Judges:
         classifier, state = self.classifier.build()
-        if runs_mixed(self.precision, self.classifier.device):
-            classifier.to(memory_format=torch.channels_last)
-        judges = Judges(classifier, list(state["classes"]), self.quality.build(), self.batch_size)
+        judges = Judges(
+            classifier, list(state["classes"]), self.quality.build(), self.batch_size, self.precision
+        )
         judges.trained_by = state.get("fingerprint")
-        judges.precision = self.precision
         return judges
 
     def identity(self, quality: dict[str, Any] | None = None) -> str:
@@ -137,16 +136,20 @@ class Judges:
     classes: list[str]
     quality: QualityModel
     batch_size: int
+    precision: Precision = "float32"
+    """Evaluate's precision (:mod:`saliqa.precision`), for both models where it applies."""
     index: dict[str, int] = field(init=False)
     device: torch.device = field(init=False)
     trained_by: str | None = field(default=None, init=False)
     """The fingerprint of the training that made the classifier, when it came from a checkpoint."""
-    precision: Precision = field(default="float32", init=False)
 
     def __post_init__(self) -> None:
         self.classifier.eval()
         self.index = {c: i for i, c in enumerate(self.classes)}
         self.device = next(self.classifier.parameters()).device
+        if runs_mixed(self.precision, self.device):  # the layout tensor-core convolutions read directly
+            self.classifier.to(memory_format=torch.channels_last)
+        self.quality.use_precision(self.precision)
 
     def __call__(
         self, crops: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor

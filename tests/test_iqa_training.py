@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,24 @@ def trained(flive_set: Path, tmp_path_factory: pytest.TempPathFactory) -> traini
     )
 
 
+def _killed_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, train: Callable[[], object]) -> None:
+    """Run ``train`` with the process "killed" (KeyboardInterrupt) as epoch ``epoch`` starts, then undo the kill."""
+    original = training._Training._train_epoch
+
+    def killed(self, net, optimizer, scheduler, at, bar):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return original(self, net, optimizer, scheduler, at, bar)
+
+    monkeypatch.setattr(training._Training, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(training._Training, "_train_epoch", original)
+
+
 # -- labels ----------------------------------------------------------------------------------------------------------
+
+
 def test_the_official_flive_label_file_is_read_with_its_boxes(shared_data: Path, tmp_path: Path) -> None:
     labels = shared_data / "paq2piq" / "labels640.csv"
     frame = pd.read_csv(labels)
@@ -386,17 +404,11 @@ def test_resuming_a_killed_training_gives_the_uninterrupted_weights(
     } | FAST
     images = flive_set.parent / "images"
     whole = train_paq2piq(flive_set, images, tmp_path / "whole", **options)
-    original = training._Training._train_epoch
-
-    def killed_in_epoch_three(self, net, optimizer, scheduler, epoch, bar):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, net, optimizer, scheduler, epoch, bar)
-
-    monkeypatch.setattr(training._Training, "_train_epoch", killed_in_epoch_three)
-    with pytest.raises(KeyboardInterrupt):
-        train_paq2piq(flive_set, images, tmp_path / "killed", **(options | {"workers": 1}))
-    monkeypatch.setattr(training._Training, "_train_epoch", original)
+    _killed_in_epoch(
+        monkeypatch,
+        3,
+        lambda: train_paq2piq(flive_set, images, tmp_path / "killed", **(options | {"workers": 1})),
+    )
     resumed = train_paq2piq(flive_set, images, tmp_path / "killed", **options)
     assert resumed.resumed_epochs == 2 and resumed.best_epoch == whole.best_epoch
     for name in (LAST, BEST):
@@ -606,17 +618,11 @@ def test_real_photos_of_two_sizes_resume_the_same_with_any_worker_count(
                "val_fraction": 0.25, "progress": False}  # fmt: skip
     whole = train_paq2piq(labels, clive / "Images", tmp_path / "whole", workers=2, **options)
     assert np.isfinite(whole.log["train_loss"]).all() and whole.log["skipped"].eq(0).all()
-    original = training._Training._train_epoch
-
-    def killed_in_epoch_two(self, net, optimizer, scheduler, epoch, bar):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, net, optimizer, scheduler, epoch, bar)
-
-    monkeypatch.setattr(training._Training, "_train_epoch", killed_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train_paq2piq(labels, clive / "Images", tmp_path / "killed", workers=0, **options)
-    monkeypatch.setattr(training._Training, "_train_epoch", original)
+    _killed_in_epoch(
+        monkeypatch,
+        2,
+        lambda: train_paq2piq(labels, clive / "Images", tmp_path / "killed", workers=0, **options),
+    )
     resumed = train_paq2piq(labels, clive / "Images", tmp_path / "killed", workers=1, **options)
     assert resumed.resumed_epochs == 1
     a, b = (
